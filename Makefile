@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Everything they need is
+# installed by the targets themselves (a venv, the h2o jar in a cache, Debian packages as root).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+NODES ?= 3
+
+.PHONY: setup system-deps jar lint test test-quick demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+jar: setup
+	$(PY) -m h2o_k8s_discovery.jar
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The whole suite, slow and root-only tests included (they skip with a reason when not root).
+test: setup system-deps jar lint
+	$(VENV)/bin/pytest
+
+# A quick local run: no JVM, no long waits.
+test-quick: setup
+	$(VENV)/bin/pytest -m 'not slow'
+
+demo: setup jar
+	$(VENV)/bin/h2o-k8s-discovery demo --nodes $(NODES)
+
+bench: setup system-deps jar
+	$(PY) bench/discovery.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

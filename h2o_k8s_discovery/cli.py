@@ -1,0 +1,142 @@
+"""The ``h2o-k8s-discovery`` command: argument parsing, logging, exit statuses.
+
+Every error this package raises on purpose is turned into one clear line on stderr and an exit
+status from ``exit_codes`` here, at the boundary; nothing below prints or exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from h2o_k8s_discovery import exit_codes, logs
+from h2o_k8s_discovery.discovery import discover_peers
+from h2o_k8s_discovery.errors import ConfigError, FlatfileError
+from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
+from h2o_k8s_discovery.runner import run_entrypoint
+from h2o_k8s_discovery.settings import Settings
+
+log = logging.getLogger("h2o_k8s_discovery")
+
+T = TypeVar("T")
+
+#: Signals that end a command cleanly when it is not running the JVM.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console command; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    status: int = args.handler(args, os.environ)
+    return status
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h2o-k8s-discovery",
+        description="Form H2O-3 clusters on Kubernetes from a headless Service's DNS records. "
+        "Settings come from the environment, under H2O's own variable names.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    discover = commands.add_parser(
+        "discover",
+        help="look up the peers and print them (or write the flatfile)",
+        description="Poll the headless Service's DNS until the expected count or the timeout "
+        "is met and print the peers, one ip:port a line. Usable as an init container.",
+    )
+    discover.add_argument("--once", action="store_true", help="a single poll, then print")
+    discover.add_argument(
+        "--write", metavar="PATH", type=Path, help="also write the flatfile to PATH, atomically"
+    )
+    discover.set_defaults(handler=_discover)
+
+    run = commands.add_parser(
+        "run",
+        help="the container entrypoint: look up peers, start H2O, serve readiness",
+        description="Serve the probes, look up the peers, write the flatfile and start the "
+        "H2O JVM as PID 1. Arguments after -- are passed to h2o.jar unchanged.",
+    )
+    run.add_argument("h2o_args", nargs=argparse.REMAINDER, help="extra h2o.jar arguments")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _discover(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env)
+    if settings is None:
+        return exit_codes.USAGE
+    logs.configure(settings.log_level)
+    outcome = run_until_signal(discover_peers(settings.lookup, once=args.once))
+    if isinstance(outcome, signal.Signals):
+        log.warning("lookup stopped by %s", outcome.name)
+        return exit_codes.SIGNAL_BASE + outcome
+    sys.stdout.write(render_flatfile(outcome.peers))
+    sys.stdout.flush()
+    if args.write is not None:
+        try:
+            write_flatfile(args.write, outcome.peers)
+        except FlatfileError as err:
+            log.error("%s", err)
+            return exit_codes.FLATFILE
+        log.info("flatfile written to %s", args.write)
+    return exit_codes.OK
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env)
+    if settings is None:
+        return exit_codes.USAGE
+    logs.configure(settings.log_level)
+    extra: list[str] = args.h2o_args
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return asyncio.run(run_entrypoint(settings, extra, env))
+
+
+def load_settings(env: Mapping[str, str]) -> Settings | None:
+    """The settings, or ``None`` after printing every problem to stderr."""
+    try:
+        return Settings.from_env(env)
+    except ConfigError as err:
+        print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
+        return None
+
+
+def run_until_signal(work: Coroutine[Any, Any, T]) -> T | signal.Signals:
+    """Run ``work``; SIGTERM, SIGINT or SIGHUP cancel it and are returned instead.
+
+    Needed because as PID 1 the process has no default action for these signals: without a
+    handler a ``docker stop`` would wait for the SIGKILL.
+    """
+
+    async def supervised() -> T | signal.Signals:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(work)
+        received: list[signal.Signals] = []
+
+        def stop(signum: signal.Signals) -> None:
+            received.append(signum)
+            task.cancel()
+
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if received:
+                return received[0]
+            raise
+        finally:
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(supervised())

@@ -1,0 +1,341 @@
+"""Settings, read from the environment under H2O's own variable names.
+
+Existing manifests written for H2O's built-in discovery keep working unchanged: the four
+``H2O_KUBERNETES_*`` / ``H2O_NODE_*`` variables mean what they mean to H2O. The decision that
+differs from H2O: a value H2O would silently ignore (``H2O_NODE_EXPECTED_COUNT=three``) is an
+error here, and every problem in the environment is collected into one ``ConfigError`` so a
+user fixes them all in one round instead of one per pod restart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TypeVar
+
+from h2o_k8s_discovery.errors import ConfigError
+from h2o_k8s_discovery.peers import IPAddress
+
+T = TypeVar("T")
+
+#: H2O's default when neither the timeout nor the expected count is set.
+DEFAULT_LOOKUP_TIMEOUT = 180.0
+
+#: Variables that make an h2o.jar >= 3.30 run its own discovery; never pass them to the JVM.
+H2O_K8S_VARIABLES = (
+    "H2O_KUBERNETES_SERVICE_DNS",
+    "H2O_NODE_LOOKUP_TIMEOUT",
+    "H2O_NODE_EXPECTED_COUNT",
+    "H2O_KUBERNETES_API_PORT",
+)
+
+_INTEGER = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+class RecordType(Enum):
+    """Which DNS records describe the peers."""
+
+    #: A and AAAA records; every peer uses ``H2O_PORT``.
+    A = "A"
+    #: SRV records; each record carries its peer's port, its target resolves to the address.
+    SRV = "SRV"
+
+
+@dataclass(frozen=True, slots=True)
+class Nameserver:
+    """An explicit DNS server, overriding /etc/resolv.conf."""
+
+    ip: IPAddress
+    port: int = 53
+
+    def __str__(self) -> str:
+        host = f"[{self.ip}]" if self.ip.version == 6 else str(self.ip)
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSettings:
+    """How peers are found in DNS and when the lookup is over."""
+
+    #: The headless Service's DNS name, queried as an absolute name (no search list).
+    service_dns: str
+    #: Seconds before the lookup ends with what it has; ``None``: no deadline (H2O's rule when
+    #: only the expected count is set).
+    timeout: float | None = DEFAULT_LOOKUP_TIMEOUT
+    #: The lookup ends as soon as exactly this many peers are published; ``None``: not used.
+    expected_count: int | None = None
+    #: The H2O port written into the flatfile for A/AAAA peers (SRV records carry their own).
+    h2o_port: int = 54321
+    #: Seconds between two polls while the peer set is incomplete.
+    poll_interval: float = 1.0
+    record_type: RecordType = RecordType.A
+    #: ``None``: the servers of /etc/resolv.conf.
+    nameserver: Nameserver | None = None
+    #: Seconds one query may take, retries inside dnspython included (Akka's resolve-timeout).
+    query_timeout: float = 3.0
+    #: Upper bound, in seconds, of the backoff between polls after DNS errors.
+    backoff_max: float = 15.0
+
+    @property
+    def absolute_name(self) -> str:
+        """The name with a trailing dot, so no resolver appends a search domain to it."""
+        return self.service_dns if self.service_dns.endswith(".") else self.service_dns + "."
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSettings:
+    """How the H2O JVM is started by ``run``."""
+
+    jar: Path = Path("/opt/h2o/h2o.jar")
+    java_opts: tuple[str, ...] = ("-XX:+UseContainerSupport", "-XX:MaxRAMPercentage=50")
+    #: ``-name``: nodes only join a cloud of the same name.
+    cloud_name: str | None = None
+    #: Where the flatfile is written; under /tmp so a read-only root filesystem works.
+    flatfile: Path = Path("/tmp/h2o/flatfile.txt")  # noqa: S108 - a fixed, documented path
+    #: Seconds between forwarding SIGTERM and killing the JVM's process group. The default fits
+    #: ``terminationGracePeriodSeconds: 10`` with two seconds to spare for the entrypoint.
+    shutdown_grace: float = 8.0
+    #: This pod's IP (downward API ``POD_IP``); ``None``: detected from the interfaces.
+    pod_ip: IPAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """The HTTP server that answers Kubernetes' probes."""
+
+    api_port: int = 8080
+    #: Answer 200 on ``/kubernetes/isLeaderNode`` until the cloud has formed (H2O's behaviour,
+    #: needed when the headless Service does not publish not-ready addresses); ``False``: 503.
+    ready_until_formed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the entrypoint needs, validated."""
+
+    lookup: LookupSettings
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    #: The entrypoint's own log level (H2O's log level is its ``-log_level`` argument).
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and validate every setting; raises ``ConfigError`` listing all problems."""
+        reader = _EnvReader(env)
+        lookup = _read_lookup(reader)
+        launch = _read_launch(reader)
+        probe = ProbeSettings(
+            api_port=reader.get("H2O_KUBERNETES_API_PORT", 8080, _port),
+            ready_until_formed=reader.get("H2O_READY_UNTIL_FORMED", True, _boolean),
+        )
+        log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
+        _check_ports_apart(reader, lookup.h2o_port, probe.api_port)
+        if reader.problems:
+            raise ConfigError(reader.problems)
+        return cls(lookup=lookup, launch=launch, probe=probe, log_level=log_level)
+
+
+def _read_lookup(reader: _EnvReader) -> LookupSettings:
+    service_dns = reader.require("H2O_KUBERNETES_SERVICE_DNS", _dns_name)
+    timeout = reader.get("H2O_NODE_LOOKUP_TIMEOUT", None, _positive_integer)
+    expected = reader.get("H2O_NODE_EXPECTED_COUNT", None, _positive_integer)
+    return LookupSettings(
+        service_dns=service_dns,
+        timeout=_h2o_timeout_rule(timeout, expected),
+        expected_count=expected,
+        h2o_port=reader.get("H2O_PORT", 54321, _h2o_port),
+        poll_interval=reader.get("H2O_DNS_POLL_INTERVAL", 1.0, _seconds(0.01, 3600)),
+        record_type=reader.get("H2O_DNS_RECORD_TYPE", RecordType.A, _record_type),
+        nameserver=reader.get("H2O_DNS_NAMESERVER", None, _nameserver),
+        query_timeout=reader.get("H2O_DNS_QUERY_TIMEOUT", 3.0, _seconds(0.1, 60)),
+        backoff_max=reader.get("H2O_DNS_BACKOFF_MAX", 15.0, _seconds(0.01, 3600)),
+    )
+
+
+def _read_launch(reader: _EnvReader) -> LaunchSettings:
+    defaults = LaunchSettings()
+    return LaunchSettings(
+        jar=reader.get("H2O_JAR", defaults.jar, _path),
+        java_opts=reader.get("JAVA_OPTS", defaults.java_opts, _words),
+        cloud_name=reader.get("H2O_CLOUD_NAME", None, _cloud_name),
+        flatfile=reader.get("H2O_FLATFILE", defaults.flatfile, _path),
+        shutdown_grace=reader.get("H2O_SHUTDOWN_GRACE", defaults.shutdown_grace, _seconds(0, 3600)),
+        pod_ip=reader.get("POD_IP", None, _ip_address),
+    )
+
+
+def _h2o_timeout_rule(timeout: int | None, expected: int | None) -> float | None:
+    """H2O's rule: neither set -> 180 s; only the count set -> no deadline."""
+    if timeout is not None:
+        return float(timeout)
+    if expected is not None:
+        return None
+    return DEFAULT_LOOKUP_TIMEOUT
+
+
+def _check_ports_apart(reader: _EnvReader, h2o_port: int, api_port: int) -> None:
+    if api_port in (h2o_port, h2o_port + 1):
+        reader.problems.append(
+            f"H2O_KUBERNETES_API_PORT={api_port} collides with H2O's ports {h2o_port} and "
+            f"{h2o_port + 1} (H2O_PORT and H2O_PORT + 1): choose another API port"
+        )
+
+
+class _EnvReader:
+    """Reads variables one by one, turning each parse failure into a recorded problem."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        return self._parse(name, raw, default, parse)
+
+    def require(self, name: str, parse: Callable[[str], str]) -> str:
+        raw = self.env.get(name)
+        if raw is None:
+            self.problems.append(
+                f"{name} is not set: give the headless Service's DNS name, "
+                "e.g. h2o-service.my-namespace.svc.cluster.local"
+            )
+            return ""
+        return self._parse(name, raw, "", parse)
+
+    def _parse(self, name: str, raw: str, default: T, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(raw)
+        except ValueError as err:
+            self.problems.append(f"{name}={raw!r}: {err}")
+            return default
+
+
+def _positive_integer(raw: str) -> int:
+    return _integer(raw, 1, 10**9)
+
+
+def _port(raw: str) -> int:
+    return _integer(raw, 1, 65535)
+
+
+def _h2o_port(raw: str) -> int:
+    # H2O also binds port + 1 for its internal traffic.
+    return _integer(raw, 1, 65534)
+
+
+def _integer(raw: str, low: int, high: int) -> int:
+    expected = f"expected a whole number from {low} to {high}"
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(f"not a whole number; {expected}")
+    if len(raw) > 12 or not low <= int(raw) <= high:
+        raise ValueError(f"out of range; {expected}")
+    return int(raw)
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        expected = f"expected seconds from {low:g} to {high:g}, e.g. 1 or 0.5"
+        if not _DECIMAL.fullmatch(raw) or len(raw) > 20:
+            raise ValueError(f"not a number of seconds; {expected}")
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(f"out of range; {expected}")
+        return value
+
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    word = raw.lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _record_type(raw: str) -> RecordType:
+    try:
+        return RecordType(raw.upper())
+    except ValueError:
+        raise ValueError("expected A (A and AAAA records) or SRV") from None
+
+
+def _dns_name(raw: str) -> str:
+    expected = "expected a DNS name such as h2o-service.my-namespace.svc.cluster.local"
+    if raw == "":
+        raise ValueError(f"empty; {expected}")
+    name = raw.removesuffix(".")
+    if len(name) > 253:
+        raise ValueError(f"longer than 253 characters; {expected}")
+    labels = name.split(".")
+    bad = [label for label in labels if not _DNS_LABEL.fullmatch(label)]
+    if bad:
+        raise ValueError(
+            f"label {bad[0]!r} is not 1-63 letters, digits, '-' or '_' "
+            f"(not starting or ending with '-'); {expected}"
+        )
+    return raw
+
+
+def _ip_address(raw: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(raw)
+    except ValueError:
+        raise ValueError("not an IP address; expected IPv4 or IPv6, e.g. 10.42.0.12") from None
+
+
+def _nameserver(raw: str) -> Nameserver:
+    expected = (
+        "expected an IP address with an optional port: 10.96.0.10, 10.96.0.10:53, [fd00::a]:53"
+    )
+    host, port = raw, "53"
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(expected)
+        port = rest[1:] if rest else "53"
+    elif raw.count(":") == 1:
+        host, port = raw.split(":")
+    try:
+        return Nameserver(_ip_address(host), _port(port))
+    except ValueError as err:
+        raise ValueError(f"{err}; {expected}") from None
+
+
+def _path(raw: str) -> Path:
+    if raw == "" or "\x00" in raw:
+        raise ValueError("expected a file path")
+    return Path(raw)
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as err:
+        raise ValueError(f"cannot split into words ({err}); check the quoting") from None
+
+
+def _log_level(raw: str) -> str:
+    if raw.upper() not in _LOG_LEVELS:
+        raise ValueError("expected one of " + ", ".join(_LOG_LEVELS))
+    return raw.upper()
+
+
+def _cloud_name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", raw):
+        raise ValueError("expected 1-128 letters, digits, '.', '_' or '-'")
+    return raw

@@ -1,0 +1,88 @@
+"""The flatfile: H2O's syntax, canonical order, atomic writes."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from h2o_k8s_discovery.errors import FlatfileError
+from h2o_k8s_discovery.flatfile import parse_flatfile, render_flatfile, write_flatfile
+from h2o_k8s_discovery.peers import Peer
+
+peers_strategy = st.lists(
+    st.builds(
+        Peer,
+        st.ip_addresses(),
+        st.integers(min_value=1, max_value=65534),
+    ),
+    max_size=30,
+)
+
+
+def test_render_lines() -> None:
+    """One ip:port line per peer, IPv6 in brackets, numeric order, a final newline."""
+    peers = [
+        Peer.parse("10.0.0.10", 54321),
+        Peer.parse("fd00::1", 54321),
+        Peer.parse("10.0.0.9", 54321),
+        Peer.parse("10.0.0.9", 54321),
+    ]
+    assert render_flatfile(peers) == "10.0.0.9:54321\n10.0.0.10:54321\n[fd00::1]:54321\n"
+
+
+def test_render_nothing() -> None:
+    """No peers give an empty file, not a lone newline."""
+    assert render_flatfile([]) == ""
+
+
+@given(peers_strategy)
+def test_round_trip(peers: list[Peer]) -> None:
+    """Parsing a rendered flatfile gives back the sorted, de-duplicated peers."""
+    assert parse_flatfile(render_flatfile(peers)) == tuple(sorted(set(peers)))
+
+
+@given(peers_strategy, st.randoms())
+def test_order_independent(peers: list[Peer], rng: random.Random) -> None:
+    """Two pods that saw the same peers in any order write identical files."""
+    shuffled = list(peers)
+    rng.shuffle(shuffled)
+    assert render_flatfile(shuffled) == render_flatfile(peers)
+
+
+def test_parse_skips_comments_and_rejects_missing_port() -> None:
+    """Comments and blank lines are skipped; a line without a port is an error, not inherited."""
+    assert parse_flatfile("# c\n\n10.0.0.1:1\n") == (Peer(ipaddress.ip_address("10.0.0.1"), 1),)
+    with pytest.raises(ValueError, match="line 2"):
+        parse_flatfile("10.0.0.1:1\n10.0.0.2\n")
+
+
+def test_write_creates_parent_and_leaves_no_temp(tmp_path: Path) -> None:
+    """Writing creates the directory and leaves only the flatfile behind."""
+    target = tmp_path / "a" / "b" / "flatfile"
+    write_flatfile(target, [Peer.parse("10.0.0.1", 54321)])
+    assert target.read_text() == "10.0.0.1:54321\n"
+    assert os.listdir(target.parent) == ["flatfile"]
+
+
+def test_write_replaces_atomically(tmp_path: Path) -> None:
+    """A rewrite replaces the file through a rename: an open reader keeps the old content."""
+    target = tmp_path / "flatfile"
+    write_flatfile(target, [Peer.parse("10.0.0.1", 1)])
+    with target.open() as reader:
+        write_flatfile(target, [Peer.parse("10.0.0.2", 2)])
+        assert reader.read() == "10.0.0.1:1\n"
+    assert target.read_text() == "10.0.0.2:2\n"
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """A parent that cannot be created gives a FlatfileError naming the path, no temp file."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(FlatfileError, match="cannot write the flatfile"):
+        write_flatfile(blocker / "flatfile", [Peer.parse("10.0.0.1", 1)])
