@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 #: before the server truncates and the resolver falls back to TCP.
 EDNS_PAYLOAD = 1232
 
+#: Answers that say "this server will not serve that type", as opposed to a transient failure.
+_DEFINITE_REFUSALS = frozenset({"refused", "notimp"})
+
 #: SRV targets missing from the additional section are resolved this many at a time.
 _TARGET_CONCURRENCY = 32
 
@@ -65,11 +68,38 @@ async def poll_once(
 async def _poll_addresses(
     resolver: dns.asyncresolver.Resolver, name: dns.name.Name, port: int, lifetime: float
 ) -> Snapshot:
-    v4, v6 = await asyncio.gather(
+    ips = await _resolve_both_families(resolver, name, lifetime)
+    return snapshot([Peer(ip, port) for ip in _usable(name, ips)])
+
+
+async def _resolve_both_families(
+    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, lifetime: float
+) -> list[IPAddress]:
+    """A and AAAA together; a server that refuses one family outright is answered by the other.
+
+    Some servers (dnsmasq without upstreams, for one) answer REFUSED or NOTIMP for AAAA instead
+    of NODATA. That is a definite "nothing of that type", unlike SERVFAIL or silence, which may
+    hide records and so fail the whole poll.
+    """
+    results = await asyncio.gather(
         _resolve(resolver, name, dns.rdatatype.A, lifetime),
         _resolve(resolver, name, dns.rdatatype.AAAA, lifetime),
+        return_exceptions=True,
     )
-    return snapshot([Peer(ip, port) for ip in _usable(name, [*v4, *v6])])
+    found: list[IPAddress] = []
+    refused: list[DnsQueryError] = []
+    for result in results:
+        if isinstance(result, DnsQueryError) and result.kind in _DEFINITE_REFUSALS:
+            refused.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            found.extend(result)
+    if len(refused) == len(results):
+        raise refused[0]
+    for refusal in refused:
+        _note_refusal(str(refusal))
+    return found
 
 
 async def _poll_srv(
@@ -91,11 +121,7 @@ async def _poll_srv(
         if target in glue:
             return glue[target]
         async with semaphore:
-            v4, v6 = await asyncio.gather(
-                _resolve(resolver, target, dns.rdatatype.A, lifetime),
-                _resolve(resolver, target, dns.rdatatype.AAAA, lifetime),
-            )
-        return [*v4, *v6]
+            return await _resolve_both_families(resolver, target, lifetime)
 
     resolved = await asyncio.gather(*(addresses_of(target) for target, _ in targets))
     peers = [
@@ -180,3 +206,9 @@ def _usable(owner: dns.name.Name, ips: Iterable[IPAddress]) -> list[IPAddress]:
 def _warn_unusable(owner: dns.name.Name, ip: IPAddress) -> None:
     # Cached so a broken record is reported once, not on every poll.
     log.warning("ignoring address %s published for %s: no pod can have it", ip, owner)
+
+
+@functools.lru_cache(maxsize=16)
+def _note_refusal(refusal: str) -> None:
+    # Cached so it is said once, not on every poll.
+    log.info("using the other address family: %s", refusal)

@@ -1,0 +1,137 @@
+"""The local H2O node's view of its cloud, read from ``GET /3/Cloud``.
+
+Parsing (``CloudStatus.parse``) is kept apart from I/O so the rules "has the cloud formed?" and
+"is this node the leader?" are tested on plain dictionaries. The leader is never predicted from
+addresses: it is whatever the node itself reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CloudStatus:
+    """The fields of ``/3/Cloud`` this project relies on."""
+
+    cloud_size: int
+    consensus: bool
+    locked: bool
+    healthy: bool
+    #: This node's index in ``members``; -1 when it is not a member.
+    node_idx: int
+    leader_idx: int
+    #: ``ip:port`` of every member, in H2O's order.
+    members: tuple[str, ...]
+    #: Members H2O reports as unhealthy.
+    bad_nodes: int
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> CloudStatus:
+        """Read a ``/3/Cloud`` answer; raises ``ValueError`` when a field is missing or odd."""
+        try:
+            nodes = data["nodes"]
+            return cls(
+                cloud_size=_integer(data["cloud_size"]),
+                consensus=_boolean(data["consensus"]),
+                locked=_boolean(data["locked"]),
+                healthy=_boolean(data["cloud_healthy"]),
+                node_idx=_integer(data.get("node_idx", -1)),
+                leader_idx=_integer(data.get("leader_idx", -1)),
+                members=tuple(str(node["ip_port"]) for node in nodes),
+                bad_nodes=_integer(data.get("bad_nodes", 0)),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"unexpected /3/Cloud answer: missing or odd field {err}") from None
+
+    def has_formed(self, expected_size: int) -> bool:
+        """Every expected node agrees on one healthy cloud."""
+        return self.consensus and self.healthy and self.cloud_size == expected_size
+
+    @property
+    def is_member(self) -> bool:
+        return 0 <= self.node_idx < len(self.members)
+
+    @property
+    def is_leader(self) -> bool:
+        """H2O's own rule: a member whose index is the leader's."""
+        return self.is_member and self.node_idx == self.leader_idx
+
+    @property
+    def leader(self) -> str | None:
+        """The leader's ``ip:port``, if H2O names one."""
+        if 0 <= self.leader_idx < len(self.members):
+            return self.members[self.leader_idx]
+        return None
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a boolean")
+    return value
+
+
+async def fetch_cloud_status(session: aiohttp.ClientSession, url: str) -> CloudStatus | None:
+    """One ``GET /3/Cloud``; ``None`` while the node does not answer or answers oddly."""
+    try:
+        async with session.get(url) as response:
+            if response.status != 200:
+                log.debug("%s answered %d", url, response.status)
+                return None
+            return CloudStatus.parse(await response.json(content_type=None))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+        log.debug("%s: %s", url, err or type(err).__name__)
+        return None
+
+
+class CloudWatcher:
+    """Polls the local node's ``/3/Cloud``: quickly while the cloud forms, slowly after.
+
+    Each answer (or ``None`` when the node does not answer) goes to ``on_status``; the watcher
+    decides nothing itself.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        on_status: Callable[[CloudStatus | None], None],
+        *,
+        forming_interval: float = 0.1,
+        formed_interval: float = 1.0,
+        is_formed: Callable[[], bool],
+    ) -> None:
+        self.url = url
+        self.on_status = on_status
+        self.forming_interval = forming_interval
+        self.formed_interval = formed_interval
+        self.is_formed = is_formed
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        # A node that does not answer within 2 s counts as not answering this time.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
+            while True:
+                status = await fetch_cloud_status(session, self.url)
+                self.on_status(status)
+                formed = self.is_formed()
+                await asyncio.sleep(self.formed_interval if formed else self.forming_interval)
+
+
+def cloud_url(host: str, port: int) -> str:
+    """The ``/3/Cloud`` URL of the node at ``host`` (an IP literal) and ``port``."""
+    bracketed = f"[{host}]" if ":" in host else host
+    return f"http://{bracketed}:{port}/3/Cloud?skip_ticks=true"

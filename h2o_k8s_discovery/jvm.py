@@ -1,0 +1,56 @@
+"""The H2O JVM's command line and environment.
+
+Pure functions, so the exact command ``run`` starts can be checked without starting it. The
+one rule that matters most: the JVM never sees H2O's Kubernetes variables, or an h2o.jar >= 3.30
+would run its own discovery and bind the probe port itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.errors import LaunchError
+from h2o_k8s_discovery.peers import IPAddress
+from h2o_k8s_discovery.settings import H2O_K8S_VARIABLES, LaunchSettings
+
+
+def jvm_command(
+    launch: LaunchSettings,
+    *,
+    flatfile: Path,
+    port: int,
+    own_ip: IPAddress,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """``java [JAVA_OPTS] -jar JAR -flatfile F -port P -ip IP [-name N] [extra args]``."""
+    command = ["java", *launch.java_opts]
+    if own_ip.version == 6:
+        # H2O only speaks IPv6 when the JVM prefers it.
+        command.append("-Djava.net.preferIPv6Addresses=true")
+    command += ["-jar", str(launch.jar), "-flatfile", str(flatfile)]
+    command += ["-port", str(port), "-ip", str(own_ip)]
+    if launch.cloud_name is not None:
+        command += ["-name", launch.cloud_name]
+    return [*command, *extra_args]
+
+
+def jvm_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The entrypoint's environment without H2O's Kubernetes variables."""
+    return {key: value for key, value in env.items() if key not in H2O_K8S_VARIABLES}
+
+
+def check_jar(jar: Path) -> None:
+    """Fail like a shell would, before spawning: 127 when the jar is missing, 126 unreadable."""
+    if not jar.is_file():
+        raise LaunchError(
+            f"the H2O jar {jar} does not exist: set H2O_JAR to the jar's path",
+            exit_codes.NOT_FOUND,
+        )
+    if not os.access(jar, os.R_OK):
+        raise LaunchError(
+            f"the H2O jar {jar} is not readable by this user (uid {os.getuid()})",
+            exit_codes.NOT_EXECUTABLE,
+        )

@@ -1,0 +1,104 @@
+"""What this pod knows about itself, and the probe answers that follow from it.
+
+One owner (the ``run`` or ``sidecar`` flow) mutates a ``NodeState``; the probe server only reads
+it, so probes answer from memory and never do work per request. The one non-obvious decision:
+formation is latched. Once the local node has reported the full, healthy cloud, this node's
+role (leader or follower) is fixed, so readiness cannot flap while H2O's views converge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from h2o_k8s_discovery.cloud import CloudStatus
+from h2o_k8s_discovery.peers import Peer, Snapshot
+
+log = logging.getLogger(__name__)
+
+#: H2O's own readiness codes: 200 on the leader, 404 on the other members.
+LEADER = 200
+FOLLOWER = 404
+#: Not ready for another reason (stopping, JVM gone, waiting with ready-until-formed off).
+UNAVAILABLE = 503
+
+
+class Phase(Enum):
+    LOOKING_UP = "looking-up"
+    LAUNCHING = "launching"
+    FORMING = "forming"
+    FORMED = "formed"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+@dataclass
+class NodeState:
+    """The pod's state as the probes see it."""
+
+    ready_until_formed: bool = True
+    phase: Phase = Phase.LOOKING_UP
+    peers: Snapshot = ()
+    self_peer: Peer | None = None
+    #: The last ``/3/Cloud`` answer (``None`` while the node does not answer).
+    cloud: CloudStatus | None = None
+    #: Latched when the cloud forms.
+    is_leader: bool = False
+    leader: str | None = None
+    jvm_pid: int | None = None
+    exit_status: int | None = None
+    last_dns_error: str | None = None
+
+    @property
+    def expected_size(self) -> int:
+        return len(self.peers)
+
+    def observe_cloud(self, status: CloudStatus | None) -> None:
+        """Record a ``/3/Cloud`` answer; latch the role the first time the cloud has formed."""
+        self.cloud = status
+        if self.phase is not Phase.FORMING or status is None:
+            return
+        if status.has_formed(self.expected_size):
+            self.phase = Phase.FORMED
+            self.is_leader = status.is_leader
+            self.leader = status.leader
+            log.info(
+                "Created cluster of size %d, leader node IP is '/%s'; this node is the %s",
+                status.cloud_size,
+                (status.leader or "?").rpartition(":")[0],
+                "leader" if self.is_leader else "follower",
+            )
+
+    def readiness(self) -> int:
+        """The answer of ``/kubernetes/isLeaderNode``."""
+        if self.phase is Phase.FORMED:
+            return LEADER if self.is_leader else FOLLOWER
+        if self.phase in (Phase.STOPPING, Phase.EXITED):
+            return UNAVAILABLE
+        # Still forming: H2O answers 200 so the pod is published in DNS; configurable.
+        return LEADER if self.ready_until_formed else UNAVAILABLE
+
+    def liveness(self) -> int:
+        """The answer of ``/healthz``: alive until the JVM has exited."""
+        return UNAVAILABLE if self.phase is Phase.EXITED else 200
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON body of ``/status``."""
+        cloud = self.cloud
+        return {
+            "phase": self.phase.value,
+            "ready": self.readiness(),
+            "self": None if self.self_peer is None else str(self.self_peer),
+            "peers": [str(peer) for peer in self.peers],
+            "leader": self.leader,
+            "is_leader": self.is_leader if self.phase is Phase.FORMED else None,
+            "cloud_size": None if cloud is None else cloud.cloud_size,
+            "cloud_healthy": None if cloud is None else cloud.healthy,
+            "consensus": None if cloud is None else cloud.consensus,
+            "locked": None if cloud is None else cloud.locked,
+            "jvm_pid": self.jvm_pid,
+            "exit_status": self.exit_status,
+            "last_dns_error": self.last_dns_error,
+        }

@@ -1,0 +1,78 @@
+"""The HTTP server Kubernetes probes: ``/kubernetes/isLeaderNode``, ``/healthz``, ``/status``.
+
+Every answer is read from the in-memory ``NodeState``; no request does I/O, so a slow or
+hostile client cannot delay the kubelet's probe. Routes accept GET only (aiohttp answers 405
+to other methods and 404 to other paths), like H2O's own endpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from aiohttp import web
+
+from h2o_k8s_discovery.errors import ProbeServerError
+from h2o_k8s_discovery.node_state import NodeState
+
+log = logging.getLogger(__name__)
+
+LEADER_PATH = "/kubernetes/isLeaderNode"
+HEALTH_PATH = "/healthz"
+STATUS_PATH = "/status"
+
+_STATE_KEY = web.AppKey("state", NodeState)
+
+
+def make_app(state: NodeState) -> web.Application:
+    # Probes carry no body; a small limit stops a client from making us buffer megabytes.
+    app = web.Application(client_max_size=4096)
+    app[_STATE_KEY] = state
+    app.router.add_get(LEADER_PATH, _is_leader_node, allow_head=False)
+    app.router.add_get(HEALTH_PATH, _healthz, allow_head=False)
+    app.router.add_get(STATUS_PATH, _status, allow_head=False)
+    return app
+
+
+async def _is_leader_node(request: web.Request) -> web.Response:
+    return web.Response(status=request.app[_STATE_KEY].readiness(), content_type="text/plain")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(status=request.app[_STATE_KEY].liveness(), content_type="text/plain")
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE_KEY].describe())
+
+
+class ProbeServer:
+    """Serves the probes on every interface, IPv4 and IPv6, at ``port``."""
+
+    def __init__(self, state: NodeState, port: int, host: str | None = None) -> None:
+        self.port = port
+        self.host = host
+        # handle_signals=False: the entrypoint owns signals; shutdown_timeout fits a pod's
+        # grace period (aiohttp's default of 60 s does not).
+        self.runner = web.AppRunner(
+            make_app(state), handle_signals=False, shutdown_timeout=1.0, access_log=None
+        )
+
+    async def start(self) -> None:
+        """Bind the port; raises ``ProbeServerError`` with a clear message when it is taken."""
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as err:
+            await self.runner.cleanup()
+            if err.errno == errno.EADDRINUSE:
+                raise ProbeServerError(
+                    f"the probe port {self.port} (H2O_KUBERNETES_API_PORT) is already in use by "
+                    "another process; choose a free port"
+                ) from err
+            raise ProbeServerError(f"cannot serve probes on port {self.port}: {err}") from err
+        log.info("serving probes on port %d", self.port)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()

@@ -1,0 +1,214 @@
+"""Readiness: the probe state machine, driven by real HTTP against a stand-in of /3/Cloud."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from h2o_k8s_discovery.cloud import CloudStatus, CloudWatcher, cloud_url
+from h2o_k8s_discovery.errors import ProbeServerError
+from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.peers import Peer
+from h2o_k8s_discovery.probes import ProbeServer
+
+PEERS = tuple(Peer.parse(f"10.0.0.{i}", 54321) for i in (1, 2, 3))
+
+
+def cloud(
+    size: int = 3,
+    *,
+    consensus: bool = True,
+    healthy: bool = True,
+    node_idx: int = 0,
+    leader_idx: int = 0,
+) -> dict[str, Any]:
+    """A /3/Cloud body shaped like H2O's."""
+    return {
+        "cloud_size": size,
+        "consensus": consensus,
+        "locked": False,
+        "cloud_healthy": healthy,
+        "node_idx": node_idx,
+        "leader_idx": leader_idx,
+        "bad_nodes": 0,
+        "nodes": [{"ip_port": f"10.0.0.{i + 1}:54321", "healthy": True} for i in range(size)],
+    }
+
+
+def forming_state(ready_until_formed: bool = True) -> NodeState:
+    return NodeState(
+        ready_until_formed=ready_until_formed,
+        phase=Phase.FORMING,
+        peers=PEERS,
+        self_peer=PEERS[0],
+    )
+
+
+# Each row: the /3/Cloud answers seen in order (None: no answer), the readiness after each.
+SEQUENCES: list[tuple[str, list[dict[str, Any] | None], list[int]]] = [
+    ("jvm not answering yet", [None, None], [200, 200]),
+    ("leader once formed", [None, cloud(1), cloud(3)], [200, 200, 200]),
+    ("follower once formed", [cloud(1, node_idx=0), cloud(3, node_idx=2)], [200, 404]),
+    ("no consensus yet", [cloud(3, consensus=False, node_idx=1)], [200]),
+    ("unhealthy cloud is not formed", [cloud(3, healthy=False, node_idx=1)], [200]),
+    ("smaller cloud is not formed", [cloud(2, node_idx=1)], [200]),
+    ("larger cloud is not formed", [cloud(4, node_idx=1)], [200]),
+    ("non-member is not leader", [cloud(3, node_idx=-1)], [404]),
+    ("role latched: no flap while views change", [cloud(3, node_idx=1), cloud(1)], [404, 404]),
+    ("leader stays leader after a blip", [cloud(3), None, cloud(3, node_idx=2)], [200, 200, 200]),
+]
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"), [row[1:] for row in SEQUENCES], ids=[row[0] for row in SEQUENCES]
+)
+def test_readiness_sequence(answers: list[dict[str, Any] | None], expected: list[int]) -> None:
+    """Readiness follows H2O's codes, decided once the full, healthy cloud has formed."""
+    state = forming_state()
+    seen = []
+    for answer in answers:
+        state.observe_cloud(None if answer is None else CloudStatus.parse(answer))
+        seen.append(state.readiness())
+    assert seen == expected
+
+
+def test_not_ready_until_formed_when_asked() -> None:
+    """With ready-until-formed off, forming pods answer 503, then the usual codes."""
+    state = forming_state(ready_until_formed=False)
+    assert state.readiness() == 503
+    state.observe_cloud(CloudStatus.parse(cloud(3, node_idx=1)))
+    assert state.readiness() == 404
+
+
+def test_stopping_is_never_ready() -> None:
+    """A stopping leader answers 503 so the Service stops routing to it."""
+    state = forming_state()
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    state.phase = Phase.STOPPING
+    assert state.readiness() == 503
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"cloud_size": "3"}, {**cloud(3), "consensus": "yes"}, {**cloud(3), "nodes": [{}]}],
+)
+def test_odd_cloud_answers_are_rejected(body: dict[str, Any]) -> None:
+    """A /3/Cloud answer missing a field or with a wrong type is a ValueError, not a guess."""
+    with pytest.raises(ValueError, match="/3/Cloud"):
+        CloudStatus.parse(body)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def stand_in_cloud(answer: Callable[[], dict[str, Any] | None]) -> AsyncIterator[int]:
+    """An HTTP server on loopback whose /3/Cloud returns ``answer()`` (503 for None)."""
+
+    async def handle(_request: web.Request) -> web.Response:
+        body = answer()
+        if body is None:
+            return web.Response(status=503)
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/3/Cloud", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+async def wait_for_status(
+    session: aiohttp.ClientSession, url: str, expected: int, deadline: float
+) -> float:
+    """Poll ``url`` until it answers ``expected``; returns when, fails at the deadline."""
+    while time.monotonic() < deadline:
+        async with session.get(url) as response:
+            if response.status == expected:
+                return time.monotonic()
+        await asyncio.sleep(0.01)
+    pytest.fail(f"{url} never answered {expected}")
+
+
+async def test_probe_follows_the_cloud_over_http() -> None:
+    """The probe turns from 200 to 404 within 250 ms of the stand-in reporting the cloud."""
+    answers: list[dict[str, Any] | None] = [cloud(1)]
+    state = forming_state()
+    api_port = free_port()
+    async with stand_in_cloud(lambda: answers[-1]) as h2o_port:
+        server = ProbeServer(state, api_port, host="127.0.0.1")
+        await server.start()
+        watcher = CloudWatcher(
+            cloud_url("127.0.0.1", h2o_port),
+            state.observe_cloud,
+            is_formed=lambda: state.phase is Phase.FORMED,
+        )
+        watching = asyncio.create_task(watcher.run())
+        probe = f"http://127.0.0.1:{api_port}/kubernetes/isLeaderNode"
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_for_status(session, probe, 200, time.monotonic() + 5)
+                formed_at = time.monotonic()
+                answers.append(cloud(3, node_idx=2))
+                seen_at = await wait_for_status(session, probe, 404, time.monotonic() + 5)
+                assert seen_at - formed_at < 0.25
+                async with session.get(f"http://127.0.0.1:{api_port}/status") as response:
+                    status = await response.json()
+                assert status["phase"] == "formed"
+                assert status["cloud_size"] == 3
+                assert status["leader"] == "10.0.0.1:54321"
+                assert status["is_leader"] is False
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            await server.stop()
+
+
+async def test_routes_and_methods() -> None:
+    """GET only on the three paths: other methods 405, other paths 404, as H2O does."""
+    state = forming_state()
+    port = free_port()
+    server = ProbeServer(state, port, host="127.0.0.1")
+    await server.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/healthz") as response:
+                assert response.status == 200
+            async with session.post(base + "/kubernetes/isLeaderNode") as response:
+                assert response.status == 405
+            async with session.head(base + "/kubernetes/isLeaderNode") as response:
+                assert response.status == 405
+            async with session.get(base + "/3/Cloud") as response:
+                assert response.status == 404
+    finally:
+        await server.stop()
+
+
+async def test_port_in_use_is_a_clear_error() -> None:
+    """A taken probe port gives a ProbeServerError naming the port and the variable."""
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = ProbeServer(forming_state(), port)
+        with pytest.raises(ProbeServerError, match=f"{port}.*H2O_KUBERNETES_API_PORT"):
+            await server.start()
