@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
@@ -160,7 +161,7 @@ async def _query(
 ) -> dns.resolver.Answer | None:
     """The answer, ``None`` for NXDOMAIN; translates every retryable failure to DnsQueryError."""
     try:
-        return await resolver.resolve(
+        answer = await resolver.resolve(
             name, rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
         )
     except dns.resolver.NXDOMAIN:
@@ -171,6 +172,11 @@ async def _query(
         raise _classify(name, err) from None
     except dns.exception.DNSException as err:
         raise DnsQueryError("malformed", f"{name}: {err}") from None
+    if answer.response.flags & dns.flags.TC:
+        # Even the TCP answer was cut (a 64 KiB message holds about 4000 A records): using it
+        # would write a partial peer set.
+        raise DnsQueryError("truncated", f"the answer for {name} is truncated even over TCP")
+    return answer
 
 
 def _classify(name: dns.name.Name, err: dns.resolver.NoNameservers) -> DnsQueryError:
