@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes, logs
+from h2o_k8s_discovery.demo import Demo, DemoOptions
 from h2o_k8s_discovery.discovery import discover_peers
-from h2o_k8s_discovery.errors import ConfigError, FlatfileError
+from h2o_k8s_discovery.errors import ConfigError, FlatfileError, H2OK8sDiscoveryError
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
 from h2o_k8s_discovery.runner import run_entrypoint
 from h2o_k8s_discovery.settings import Settings
@@ -67,7 +68,30 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("h2o_args", nargs=argparse.REMAINDER, help="extra h2o.jar arguments")
     run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="form a real H2O cluster on this machine, as on Kubernetes",
+        description="Start an embedded DNS server publishing a simulated headless Service and "
+        "N entrypoints (the real run path) on 127.0.0.1, then show the cluster they form.",
+    )
+    demo.add_argument("--nodes", type=_node_count, default=3, help="pods to start (default 3)")
+    demo.add_argument(
+        "--exit-when-ready", action="store_true", help="stop everything once one leader is ready"
+    )
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a leader")
+    demo.add_argument("--h2o-port", type=int, default=54321, help="first pod's H2O port")
+    demo.add_argument("--api-port", type=int, default=8081, help="first pod's probe port")
+    demo.add_argument("--jar", type=Path, help="h2o.jar to use (default: fetched and cached)")
+    demo.add_argument("--heap", default="768m", help="-Xmx of each JVM (default 768m)")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _node_count(raw: str) -> int:
+    if not raw.isdecimal() or not 1 <= int(raw) <= 16:
+        raise argparse.ArgumentTypeError("expected a whole number from 1 to 16")
+    return int(raw)
 
 
 def _discover(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -100,6 +124,28 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if extra[:1] == ["--"]:
         extra = extra[1:]
     return asyncio.run(run_entrypoint(settings, extra, env))
+
+
+def _demo(args: argparse.Namespace, _env: Mapping[str, str]) -> int:
+    logs.configure("WARNING", json_lines=False)
+    options = DemoOptions(
+        nodes=args.nodes,
+        h2o_base_port=args.h2o_port,
+        api_base_port=args.api_port,
+        timeout=args.timeout,
+        exit_when_ready=args.exit_when_ready,
+        jar=args.jar,
+        heap=args.heap,
+    )
+    try:
+        outcome = run_until_signal(Demo(options, sys.stdout).run())
+    except H2OK8sDiscoveryError as err:
+        print(f"h2o-k8s-discovery demo: {err}", file=sys.stderr)
+        return exit_codes.FAILURE
+    if isinstance(outcome, signal.Signals):
+        print(f"stopped by {outcome.name}", file=sys.stderr)
+        return exit_codes.OK if outcome is signal.SIGINT else exit_codes.SIGNAL_BASE + outcome
+    return outcome
 
 
 def load_settings(env: Mapping[str, str]) -> Settings | None:
