@@ -36,16 +36,19 @@ class Sample:
 class Kubelet:
     """Probes a set of pods every ``period`` seconds."""
 
-    def __init__(self, pods: Sequence[Pod], port: int, period: float = 0.15) -> None:
+    def __init__(
+        self, pods: Sequence[Pod], port: int, path: str = LEADER_PATH, period: float = 0.15
+    ) -> None:
         self.pods = pods
         self.port = port
+        self.path = path
         self.period = period
         self.samples: list[Sample] = []
 
     def sample(self) -> Sample:
         codes = []
         for pod in self.pods:
-            answer = pod.http_get(self.port, LEADER_PATH, timeout=1.0)
+            answer = pod.http_get(self.port, self.path, timeout=1.0)
             codes.append(None if answer is None else answer[0])
         taken = Sample(time.monotonic(), tuple(codes))
         self.samples.append(taken)

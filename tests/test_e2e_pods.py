@@ -1,8 +1,11 @@
 """End to end on simulated pods: real entrypoints, real H2O JVMs, a real DNS server.
 
 Each pod is a network namespace with its own IP and resolv.conf; the DNS server on the bridge
-plays the cluster DNS and publishes the headless Service. The entrypoints get the environment
-of H2O's own StatefulSet manifest, so this is what a user of that manifest would see.
+plays the cluster DNS and publishes the headless Service. Each entrypoint gets the environment
+and arguments of a StatefulSet under docker/kubernetes/ (ours, and the H2O-compatible one), and
+the kubelet-like poller probes what that manifest's readiness probe names, so a manifest that
+drifts from the code fails here. Only what cannot be shared between pods on one machine is
+moved: the jar's path, and the paths under /tmp.
 """
 
 from __future__ import annotations
@@ -12,27 +15,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
 from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.probes import HEALTH_PATH
+from h2o_k8s_discovery.settings import Settings
 from tests.kubelet import Kubelet, get_json
+from tests.manifests import Deployment, deployment
 from tests.pods import Pod, PodNetwork, requires_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 
-#: The environment of H2O's documented StatefulSet (the "compatible" manifest).
-SEED_ENV = {
-    "H2O_KUBERNETES_SERVICE_DNS": "h2o-service.h2o-statefulset.svc.cluster.local",
-    "H2O_NODE_LOOKUP_TIMEOUT": "180",
-    "H2O_NODE_EXPECTED_COUNT": "3",
-    "H2O_KUBERNETES_API_PORT": "8081",
-}
 FORMATION_DEADLINE = 150.0
-GRACE = 8.0
+SEED = "h2o-compatible.yaml"
+OURS = "h2o-cluster.yaml"
 
 
 @dataclass
@@ -40,36 +40,50 @@ class Cluster:
     network: PodNetwork
     dns: DnsServer
     pods: list[Pod]
-    service: str
-    api_port: int
+    manifest: Deployment
+
+    @property
+    def service(self) -> str:
+        return self.settings.lookup.service_dns
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.manifest.pod_env("198.18.0.1"))
+
+    @property
+    def api_port(self) -> int:
+        return self.settings.probe.api_port
+
+    def kubelet(self) -> Kubelet:
+        probe = self.manifest.probe("readinessProbe")
+        assert probe is not None
+        path, port = probe
+        return Kubelet(self.pods, port, path)
 
     def publish(self, pods: list[Pod]) -> None:
         self.dns.set_records(self.service, a=[pod.ip for pod in pods])
 
-    def start_entrypoints(self, env: Mapping[str, str]) -> list[subprocess.Popen[bytes]]:
-        jar = ensure_h2o_jar(progress=False)
-        return [
-            pod.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "h2o_k8s_discovery",
-                    "run",
-                    "--",
-                    "-ice_root",
-                    str(pod.ice_root),
-                ],
-                env={
-                    **env,
-                    "PATH": os.environ["PATH"],
-                    "H2O_JAR": str(jar),
-                    "H2O_FLATFILE": str(pod.workdir / "flatfile"),
-                    "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
-                },
-                log_path=pod.workdir / "entrypoint.log",
-            )
-            for pod in self.pods
+    def start_entrypoints(self) -> list[subprocess.Popen[bytes]]:
+        return [self.start_entrypoint(pod) for pod in self.pods]
+
+    def start_entrypoint(self, pod: Pod) -> subprocess.Popen[bytes]:
+        """The manifest's env and args, with the per-pod paths moved into the pod's workdir."""
+        env = self.manifest.pod_env(pod.ip)
+        env |= {
+            "PATH": os.environ["PATH"],
+            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
+            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
+            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
+        }
+        args = [
+            arg.replace("/tmp/", f"{pod.workdir}/") if arg.startswith("/tmp/") else arg
+            for arg in self.manifest.args() or ["-ice_root", str(pod.ice_root)]
         ]
+        return pod.spawn(
+            [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", *args],
+            env=env,
+            log_path=pod.workdir / "entrypoint.log",
+        )
 
     def logs(self) -> str:
         parts = []
@@ -81,18 +95,13 @@ class Cluster:
         return "\n".join(parts)
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@pytest.fixture(params=[SEED, OURS])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    manifest = deployment(request.param)
     with PodNetwork() as network:
-        pods = [network.add_pod(f"h2o-{i}") for i in range(3)]
+        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
         with ThreadedDnsServer(network.gateway, 53) as dns:
-            yield Cluster(
-                network=network,
-                dns=dns,
-                pods=pods,
-                service=SEED_ENV["H2O_KUBERNETES_SERVICE_DNS"],
-                api_port=int(SEED_ENV["H2O_KUBERNETES_API_PORT"]),
-            )
+            yield Cluster(network=network, dns=dns, pods=pods, manifest=manifest)
 
 
 def wait_exit(process: subprocess.Popen[bytes], deadline: float) -> int | None:
@@ -106,7 +115,7 @@ def stop_all_and_check(cluster: Cluster, processes: list[subprocess.Popen[bytes]
     """SIGTERM every entrypoint: each exits within the grace time and leaves no process."""
     for process in processes:
         process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE + 2
+    deadline = time.monotonic() + cluster.settings.launch.shutdown_grace + 2
     statuses = [wait_exit(process, deadline) for process in processes]
     assert None not in statuses, f"an entrypoint outlived the grace time:\n{cluster.logs()}"
     # The JVM ends on SIGTERM with 143, and the entrypoint passes that status on.
@@ -125,6 +134,9 @@ def check_one_cloud(cluster: Cluster, kubelet: Kubelet, started: float) -> float
     assert h2o_cloud["cloud_size"] == 3
     assert h2o_cloud["consensus"] is True
     members = sorted(node["ip_port"] for node in h2o_cloud["nodes"])
+    expected_name = cluster.settings.launch.cloud_name
+    if expected_name is not None:
+        assert h2o_cloud["cloud_name"] == expected_name
     assert members == sorted(f"{pod.ip}:54321" for pod in cluster.pods)
     status = get_json(leader, cluster.api_port, "/status")
     assert status["is_leader"] is True
@@ -136,10 +148,10 @@ def test_three_pods_form_one_cloud(cluster: Cluster) -> None:
     """With H2O's manifest environment, three pods form one cloud with exactly one Ready leader."""
     cluster.publish(cluster.pods)
     started = time.monotonic()
-    processes = cluster.start_entrypoints(SEED_ENV)
-    kubelet = Kubelet(cluster.pods, cluster.api_port)
+    processes = cluster.start_entrypoints()
+    kubelet = cluster.kubelet()
     took = check_one_cloud(cluster, kubelet, started)
-    print(f"\nthree pods: exactly one leader {took:.1f}s after start")
+    print(f"\n{cluster.manifest.path.name}: exactly one leader {took:.1f}s after start")
     flatfiles = {(pod.workdir / "flatfile").read_text() for pod in cluster.pods}
     assert len(flatfiles) == 1, "pods wrote different flatfiles"
     stop_all_and_check(cluster, processes)
@@ -149,26 +161,27 @@ def test_late_record_still_one_cloud(cluster: Cluster) -> None:
     """The third pod's record appears 10 s late: the others wait for it; one cloud of 3."""
     cluster.publish(cluster.pods[:2])
     started = time.monotonic()
-    processes = cluster.start_entrypoints(SEED_ENV)
-    kubelet = Kubelet(cluster.pods, cluster.api_port)
+    processes = cluster.start_entrypoints()
+    kubelet = cluster.kubelet()
+    forming = 200 if cluster.settings.probe.ready_until_formed else 503
     late = started + 10.0
     while time.monotonic() < late:
         sample = kubelet.sample()
-        # While the record is missing nobody may have formed anything: all still forming (200).
-        assert None in sample.codes or sample.codes == (200, 200, 200), sample.codes
+        # While the record is missing nobody may have formed anything: all still forming.
+        assert set(sample.codes) <= {None, forming}, sample.codes
         time.sleep(kubelet.period)
     cluster.publish(cluster.pods)
     took = check_one_cloud(cluster, kubelet, started)
-    print(f"\nlate record: exactly one leader {took:.1f}s after start")
+    print(f"\n{cluster.manifest.path.name}, late record: one leader {took:.1f}s after start")
     stop_all_and_check(cluster, processes)
 
 
 def test_sigterm_during_lookup_starts_no_jvm(cluster: Cluster) -> None:
     """A SIGTERM while the lookup waits ends the entrypoint at once: 143, no JVM, no flatfile."""
-    processes = cluster.start_entrypoints(SEED_ENV)
+    processes = cluster.start_entrypoints()
     deadline = time.monotonic() + 30
     for pod in cluster.pods:
-        while pod.http_get(cluster.api_port, "/healthz") is None:
+        while pod.http_get(cluster.api_port, HEALTH_PATH) is None:
             assert time.monotonic() < deadline, f"{pod.name}'s probe server never came up"
             time.sleep(0.1)
     for process in processes:

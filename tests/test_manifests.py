@@ -1,0 +1,126 @@
+"""The Kubernetes manifests agree with the code: env, probes, Services, grace period."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from h2o_k8s_discovery.probes import HEALTH_PATH, LEADER_PATH
+from h2o_k8s_discovery.settings import Settings
+from tests.manifests import Deployment, deployments, load, manifest_files
+
+DEPLOYMENTS = deployments()
+IDS = [d.path.name for d in DEPLOYMENTS]
+
+
+def settings_of(deployment: Deployment) -> Settings:
+    return Settings.from_env(deployment.pod_env("10.42.0.12"))
+
+
+def test_both_layouts_are_shipped() -> None:
+    """Ours and the H2O-compatible example are both there, one StatefulSet each."""
+    assert sorted(IDS) == ["h2o-cluster.yaml", "h2o-compatible.yaml"]
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
+def test_env_parses(deployment: Deployment) -> None:
+    """The StatefulSet's env is valid settings for the entrypoint."""
+    settings = settings_of(deployment)
+    assert settings.lookup.expected_count == deployment.replicas
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
+def test_probes_match_the_server(deployment: Deployment) -> None:
+    """Readiness and liveness probe the paths and the port the entrypoint serves."""
+    port = settings_of(deployment).probe.api_port
+    assert deployment.probe("readinessProbe") == (LEADER_PATH, port)
+    liveness = deployment.probe("livenessProbe")
+    assert liveness in (None, (HEALTH_PATH, port))
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
+def test_headless_service_publishes_the_pods(deployment: Deployment) -> None:
+    """serviceName names a headless Service that selects the pods, and the DNS name is its own."""
+    service = deployment.headless_service()
+    assert service["spec"]["clusterIP"] == "None"
+    selector = service["spec"]["selector"]
+    assert selector.items() <= deployment.pod_labels.items()
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    expected_dns = f"{name}.{namespace}.svc.cluster.local"
+    assert settings_of(deployment).lookup.service_dns.rstrip(".") == expected_dns
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
+def test_ready_only_when_formed_needs_not_ready_addresses(deployment: Deployment) -> None:
+    """Pods answering 503 while forming must still be published, or they never find each other."""
+    settings = settings_of(deployment)
+    publishes = deployment.headless_service()["spec"].get("publishNotReadyAddresses", False)
+    assert settings.probe.ready_until_formed or publishes
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
+def test_grace_fits_termination_period(deployment: Deployment) -> None:
+    """The entrypoint kills the JVM at least a second before the kubelet kills the pod."""
+    grace = settings_of(deployment).launch.shutdown_grace
+    period = deployment.pod_spec.get("terminationGracePeriodSeconds", 30)
+    assert grace + 1 <= period
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
+def test_pods_start_in_parallel(deployment: Deployment) -> None:
+    """podManagementPolicy Parallel: with OrderedReady the second pod never starts."""
+    assert deployment.statefulset["spec"]["podManagementPolicy"] == "Parallel"
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_one_namespace_per_file(path: Path) -> None:
+    """Every namespaced resource of a file is in the same namespace (and it is declared)."""
+    resources = load(path)
+    namespaces = {r["metadata"].get("namespace") for r in resources if r["kind"] != "Namespace"}
+    declared = {r["metadata"]["name"] for r in resources if r["kind"] == "Namespace"}
+    assert len(namespaces) == 1
+    assert namespaces == declared
+
+
+def test_our_layout_is_hardened() -> None:
+    """Our StatefulSet runs non-root on a read-only root with /tmp as an emptyDir."""
+    (ours,) = [d for d in DEPLOYMENTS if d.path.name == "h2o-cluster.yaml"]
+    spec = ours.pod_spec
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    container = ours.container
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    assert ours.headless_service()["spec"]["publishNotReadyAddresses"] is True
+    env = ours.pod_env("10.42.0.12")
+    assert env["POD_IP"] == "10.42.0.12"
+    settings = settings_of(ours)
+    assert str(settings.launch.flatfile).startswith("/tmp/")
+    assert all(arg.startswith("/tmp/") for arg in ours.args() if arg.startswith("/"))
+
+
+def test_client_service_selects_the_pods() -> None:
+    """The client Service is a normal ClusterIP Service over the same pods (Ready: the leader)."""
+    (ours,) = [d for d in DEPLOYMENTS if d.path.name == "h2o-cluster.yaml"]
+    headless = ours.headless_service()["metadata"]["name"]
+    clients = [s for s in ours.services() if s["metadata"]["name"] != headless]
+    assert len(clients) == 1
+    assert clients[0]["spec"].get("clusterIP") != "None"
+    assert clients[0]["spec"]["selector"].items() <= ours.pod_labels.items()
+
+
+def test_network_policy_lets_nodes_talk() -> None:
+    """The NetworkPolicy admits 54321/54322 over TCP and UDP between the H2O pods."""
+    (ours,) = [d for d in DEPLOYMENTS if d.path.name == "h2o-cluster.yaml"]
+    (policy,) = [r for r in ours.resources if r["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= ours.pod_labels.items()
+    peers_rule = policy["spec"]["ingress"][0]
+    assert peers_rule["from"][0]["podSelector"]["matchLabels"].items() <= ours.pod_labels.items()
+    allowed = {(p["port"], p["protocol"]) for p in peers_rule["ports"]}
+    for port in (54321, 54322):
+        assert {(port, "TCP"), (port, "UDP")} <= allowed
