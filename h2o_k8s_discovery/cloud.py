@@ -31,8 +31,9 @@ class CloudStatus:
     leader_idx: int
     #: ``ip:port`` of every member, in H2O's order.
     members: tuple[str, ...]
-    #: Members H2O reports as unhealthy.
+    #: How many members H2O reports as unhealthy, and which.
     bad_nodes: int
+    unhealthy: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> CloudStatus:
@@ -48,6 +49,9 @@ class CloudStatus:
                 leader_idx=_integer(data.get("leader_idx", -1)),
                 members=tuple(str(node["ip_port"]) for node in nodes),
                 bad_nodes=_integer(data.get("bad_nodes", 0)),
+                unhealthy=tuple(
+                    str(node["ip_port"]) for node in nodes if node.get("healthy") is False
+                ),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"unexpected /3/Cloud answer: missing or odd field {err}") from None
@@ -111,7 +115,7 @@ class CloudWatcher:
         on_status: Callable[[CloudStatus | None], None],
         *,
         forming_interval: float = 0.1,
-        formed_interval: float = 1.0,
+        formed_interval: float = 0.5,
         is_formed: Callable[[], bool],
     ) -> None:
         self.url = url

@@ -9,7 +9,9 @@ role (leader or follower) is fixed, so readiness cannot flap while H2O's views c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -50,30 +52,73 @@ class NodeState:
     jvm_pid: int | None = None
     exit_status: int | None = None
     last_dns_error: str | None = None
+    #: Why the formed cloud is not whole any more (``None`` while it is): readiness is 503.
+    damage: str | None = None
+    #: Seconds without an answer from the local node, once formed, before it counts as lost.
+    unreachable_after: float = 1.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    last_answer_at: float | None = None
 
     @property
     def expected_size(self) -> int:
         return len(self.peers)
 
     def observe_cloud(self, status: CloudStatus | None) -> None:
-        """Record a ``/3/Cloud`` answer; latch the role the first time the cloud has formed."""
+        """Record a ``/3/Cloud`` answer (``None``: no answer) and what follows from it."""
         self.cloud = status
-        if self.phase is not Phase.FORMING or status is None:
+        if status is not None:
+            self.last_answer_at = self.clock()
+        if self.phase is Phase.FORMING and status is not None:
+            self._check_formation(status)
+        elif self.phase is Phase.FORMED:
+            self._check_damage(status)
+
+    def _check_formation(self, status: CloudStatus) -> None:
+        """Latch the role the first time the local node reports the full, healthy cloud."""
+        if not status.has_formed(self.expected_size):
             return
-        if status.has_formed(self.expected_size):
-            self.phase = Phase.FORMED
-            self.is_leader = status.is_leader
-            self.leader = status.leader
-            log.info(
-                "Created cluster of size %d, leader node IP is '/%s'; this node is the %s",
-                status.cloud_size,
-                (status.leader or "?").rpartition(":")[0],
-                "leader" if self.is_leader else "follower",
+        self.phase = Phase.FORMED
+        self.is_leader = status.is_leader
+        self.leader = status.leader
+        log.info(
+            "Created cluster of size %d, leader node IP is '/%s'; this node is the %s",
+            status.cloud_size,
+            (status.leader or "?").rpartition(":")[0],
+            "leader" if self.is_leader else "follower",
+        )
+
+    def _check_damage(self, status: CloudStatus | None) -> None:
+        damage = self._damage(status)
+        if damage != self.damage:
+            if damage is None:
+                log.info("the cloud is whole again")
+            else:
+                log.error("the cloud is damaged: %s", damage)
+        self.damage = damage
+
+    def _damage(self, status: CloudStatus | None) -> str | None:
+        """What is wrong with a cloud that had formed, or ``None``."""
+        if status is None:
+            silent = self.clock() - (self.last_answer_at or 0.0)
+            if silent >= self.unreachable_after:
+                return f"the local H2O node has not answered for {silent:.1f}s"
+            return self.damage
+        members = set(status.members)
+        missing = sorted({str(peer) for peer in self.peers} - members)
+        if status.cloud_size < self.expected_size or missing:
+            return f"cloud of {status.cloud_size} of {self.expected_size}; missing: " + (
+                " ".join(missing) or "?"
             )
+        if not status.healthy:
+            sick = " ".join(status.unhealthy) or "?"
+            return f"H2O reports unhealthy node(s): {sick}"
+        return None
 
     def readiness(self) -> int:
         """The answer of ``/kubernetes/isLeaderNode``."""
         if self.phase is Phase.FORMED:
+            if self.damage is not None:
+                return UNAVAILABLE
             return LEADER if self.is_leader else FOLLOWER
         if self.phase in (Phase.STOPPING, Phase.EXITED):
             return UNAVAILABLE
@@ -101,4 +146,5 @@ class NodeState:
             "jvm_pid": self.jvm_pid,
             "exit_status": self.exit_status,
             "last_dns_error": self.last_dns_error,
+            "damage": self.damage,
         }

@@ -62,7 +62,14 @@ SEQUENCES: list[tuple[str, list[dict[str, Any] | None], list[int]]] = [
     ("smaller cloud is not formed", [cloud(2, node_idx=1)], [200]),
     ("larger cloud is not formed", [cloud(4, node_idx=1)], [200]),
     ("non-member is not leader", [cloud(3, node_idx=-1)], [404]),
-    ("role latched: no flap while views change", [cloud(3, node_idx=1), cloud(1)], [404, 404]),
+    (
+        "role latched: no flap while views change",
+        [cloud(3, node_idx=1), cloud(3, node_idx=1, leader_idx=1)],
+        [404, 404],
+    ),
+    ("member lost after formation", [cloud(3), cloud(2)], [200, 503]),
+    ("unhealthy after formation", [cloud(3, node_idx=1), cloud(3, healthy=False)], [404, 503]),
+    ("whole again", [cloud(3), cloud(2), cloud(3)], [200, 503, 200]),
     ("leader stays leader after a blip", [cloud(3), None, cloud(3, node_idx=2)], [200, 200, 200]),
 ]
 
@@ -78,6 +85,31 @@ def test_readiness_sequence(answers: list[dict[str, Any] | None], expected: list
         state.observe_cloud(None if answer is None else CloudStatus.parse(answer))
         seen.append(state.readiness())
     assert seen == expected
+
+
+def test_silent_node_is_lost_after_a_while() -> None:
+    """Once formed, a local node silent for a second makes readiness 503; an answer heals it."""
+    now = [100.0]
+    state = forming_state()
+    state.clock = lambda: now[0]
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    now[0] += 0.5
+    state.observe_cloud(None)
+    assert state.readiness() == 200
+    now[0] += 0.6
+    state.observe_cloud(None)
+    assert state.readiness() == 503
+    assert state.describe()["damage"] == "the local H2O node has not answered for 1.1s"
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    assert state.readiness() == 200
+
+
+def test_damage_names_the_missing_node() -> None:
+    """/status says which member is gone."""
+    state = forming_state()
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    state.observe_cloud(CloudStatus.parse(cloud(2)))
+    assert state.describe()["damage"] == "cloud of 2 of 3; missing: 10.0.0.3:54321"
 
 
 def test_not_ready_until_formed_when_asked() -> None:
