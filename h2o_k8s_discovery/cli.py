@@ -23,6 +23,7 @@ from h2o_k8s_discovery.errors import ConfigError, FlatfileError, H2OK8sDiscovery
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
 from h2o_k8s_discovery.runner import run_entrypoint
 from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.sidecar import run_sidecar
 
 log = logging.getLogger("h2o_k8s_discovery")
 
@@ -68,6 +69,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("h2o_args", nargs=argparse.REMAINDER, help="extra h2o.jar arguments")
     run.set_defaults(handler=_run)
+
+    sidecar = commands.add_parser(
+        "sidecar",
+        help="serve the probes for an H2O container started by someone else",
+        description="Read the flatfile (written by discover --write), watch the local H2O "
+        "node's /3/Cloud and serve /kubernetes/isLeaderNode, /healthz and /status as run "
+        "does, for pods that keep H2O's stock image. Launches nothing.",
+    )
+    sidecar.set_defaults(handler=_sidecar)
 
     demo = commands.add_parser(
         "demo",
@@ -124,6 +134,14 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if extra[:1] == ["--"]:
         extra = extra[1:]
     return asyncio.run(run_entrypoint(settings, extra, env))
+
+
+def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env)
+    if settings is None:
+        return exit_codes.USAGE
+    logs.configure(settings.log_level)
+    return asyncio.run(run_sidecar(settings))
 
 
 def _demo(args: argparse.Namespace, _env: Mapping[str, str]) -> int:

@@ -49,10 +49,20 @@ class Deployment:
         labels: dict[str, str] = self.statefulset["spec"]["template"]["metadata"]["labels"]
         return labels
 
+    def all_containers(self) -> list[Resource]:
+        """Init containers (native sidecars among them), then the app containers."""
+        return [*self.pod_spec.get("initContainers", []), *self.pod_spec["containers"]]
+
+    def named(self, name: str) -> Resource:
+        (match,) = [c for c in self.all_containers() if c["name"] == name]
+        return match
+
     @property
     def container(self) -> Resource:
-        containers: list[Resource] = self.pod_spec["containers"]
-        return containers[0]
+        """The container running h2o-k8s-discovery's probe server: the one Kubernetes probes."""
+        probed = [c for c in self.all_containers() if "readinessProbe" in c]
+        assert len(probed) == 1, f"{self.path.name}: expected one container with a readinessProbe"
+        return probed[0]
 
     @property
     def replicas(self) -> int:
@@ -67,10 +77,10 @@ class Deployment:
         assert matches, f"{self.path.name}: no Service named {name} (serviceName)"
         return matches[0]
 
-    def pod_env(self, pod_ip: str) -> dict[str, str]:
-        """The container's env as a pod would see it; the downward API gives ``pod_ip``."""
+    def pod_env(self, pod_ip: str, container: Resource | None = None) -> dict[str, str]:
+        """A container's env as a pod would see it; the downward API gives ``pod_ip``."""
         env = {}
-        for item in self.container.get("env", []):
+        for item in (container or self.container).get("env", []):
             if "value" in item:
                 env[item["name"]] = str(item["value"])
             elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP":
@@ -87,8 +97,20 @@ class Deployment:
         get = probe["httpGet"]
         return str(get["path"]), int(get["port"])
 
-    def args(self) -> list[str]:
-        return [str(arg) for arg in self.container.get("args", [])]
+    def args(self, container: Resource | None = None) -> list[str]:
+        return [str(arg) for arg in (container or self.container).get("args", [])]
+
+    def command_line(self, container: Resource, pod_ip: str) -> list[str]:
+        """``command`` + ``args`` with ``$(VAR)`` references expanded as the kubelet does."""
+        env = self.pod_env(pod_ip, container)
+        words = [*container.get("command", []), *container.get("args", [])]
+        expanded = []
+        for word in map(str, words):
+            text = word
+            for name, value in env.items():
+                text = text.replace(f"$({name})", value)
+            expanded.append(text)
+        return expanded
 
 
 def deployments() -> list[Deployment]:

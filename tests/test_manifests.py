@@ -18,9 +18,9 @@ def settings_of(deployment: Deployment) -> Settings:
     return Settings.from_env(deployment.pod_env("10.42.0.12"))
 
 
-def test_both_layouts_are_shipped() -> None:
-    """Ours and the H2O-compatible example are both there, one StatefulSet each."""
-    assert sorted(IDS) == ["h2o-cluster.yaml", "h2o-compatible.yaml"]
+def test_every_layout_is_shipped() -> None:
+    """Ours, the H2O-compatible example and the sidecar layout, one StatefulSet each."""
+    assert sorted(IDS) == ["h2o-cluster.yaml", "h2o-compatible.yaml", "h2o-sidecar.yaml"]
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
@@ -124,3 +124,38 @@ def test_network_policy_lets_nodes_talk() -> None:
     allowed = {(p["port"], p["protocol"]) for p in peers_rule["ports"]}
     for port in (54321, 54322):
         assert {(port, "TCP"), (port, "UDP")} <= allowed
+
+
+SIDECAR = [d for d in DEPLOYMENTS if d.path.name == "h2o-sidecar.yaml"]
+
+
+@pytest.mark.parametrize("deployment", SIDECAR, ids=["h2o-sidecar.yaml"])
+def test_sidecar_layout_shares_one_flatfile(deployment: Deployment) -> None:
+    """discover writes, the sidecar reads and java loads the same flatfile on a shared volume."""
+    settings = settings_of(deployment)
+    flatfile = str(settings.launch.flatfile)
+    discover = deployment.named("discover")
+    assert deployment.command_line(discover, "10.42.0.12")[-2:] == ["--write", flatfile]
+    java = deployment.command_line(deployment.named("h2o"), "10.42.0.12")
+    assert java[java.index("-flatfile") + 1] == flatfile
+    assert java[java.index("-port") + 1] == str(settings.lookup.h2o_port)
+    assert java[java.index("-ip") + 1] == "10.42.0.12"
+    for container in deployment.all_containers():
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        assert any(flatfile.startswith(mount + "/") for mount in mounts), container["name"]
+
+
+@pytest.mark.parametrize("deployment", SIDECAR, ids=["h2o-sidecar.yaml"])
+def test_sidecar_layout_keeps_h2o_unaware(deployment: Deployment) -> None:
+    """The stock H2O container gets no H2O_KUBERNETES_* variable, so its own discovery stays off."""
+    env = deployment.pod_env("10.42.0.12", deployment.named("h2o"))
+    assert not [name for name in env if name.startswith(("H2O_KUBERNETES", "H2O_NODE_"))]
+
+
+@pytest.mark.parametrize("deployment", SIDECAR, ids=["h2o-sidecar.yaml"])
+def test_sidecar_is_native_and_probed(deployment: Deployment) -> None:
+    """The probe server is a native sidecar and the headless Service publishes not-ready pods."""
+    assert deployment.container["name"] == "probes"
+    assert deployment.container["restartPolicy"] == "Always"
+    assert deployment.container["command"][-1] == "sidecar"
+    assert deployment.headless_service()["spec"]["publishNotReadyAddresses"] is True

@@ -1,0 +1,90 @@
+"""``sidecar``: the probes of ``run`` for a pod whose H2O container is H2O's stock image.
+
+An init container (``discover --write``) has written the flatfile into a shared volume and the
+stock image runs ``java -jar h2o.jar -flatfile ...`` by itself. This process launches nothing:
+it reads the flatfile to know the cloud's size, watches the local node's ``/3/Cloud`` and
+answers the same probes, with the same codes and timing, as ``run`` does, from the same
+``NodeState``, ``CloudWatcher`` and ``ProbeServer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.cloud import CloudWatcher, cloud_url
+from h2o_k8s_discovery.errors import ProbeServerError
+from h2o_k8s_discovery.flatfile import parse_flatfile
+from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.peers import Peer, Snapshot
+from h2o_k8s_discovery.pod_ip import own_ip
+from h2o_k8s_discovery.probes import ProbeServer
+from h2o_k8s_discovery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Seconds between two looks for a flatfile that is not there yet.
+_FLATFILE_POLL = 0.5
+
+
+async def run_sidecar(settings: Settings) -> int:
+    """Serve the probes until a stop signal; returns the exit status (0 after SIGTERM)."""
+    state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
+    server = ProbeServer(state, settings.probe.api_port)
+    try:
+        await server.start()
+    except ProbeServerError as err:
+        log.error("%s", err)
+        return exit_codes.PORT_IN_USE
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopped.set)
+    watching = asyncio.create_task(_watch(settings, state), name="sidecar-watch")
+    try:
+        await stopped.wait()
+        log.info("stop signal received: the sidecar stops")
+        state.phase = Phase.STOPPING
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        await server.stop()
+    return exit_codes.OK
+
+
+async def _watch(settings: Settings, state: NodeState) -> None:
+    peers = await _read_flatfile(settings)
+    me = Peer(own_ip(settings.launch.pod_ip, peers), settings.lookup.h2o_port)
+    if me not in peers:
+        log.warning("this pod (%s) is not in the flatfile; H2O will not form with it", me)
+    state.peers, state.self_peer, state.phase = peers, me, Phase.FORMING
+    log.info("watching %s for a cloud of %d", me, len(peers))
+    watcher = CloudWatcher(
+        cloud_url(str(me.ip), me.port),
+        state.observe_cloud,
+        is_formed=lambda: state.phase is Phase.FORMED,
+    )
+    await watcher.run()
+
+
+async def _read_flatfile(settings: Settings) -> Snapshot:
+    """The flatfile's peers, waiting for the file if the init container has not written it."""
+    path = settings.launch.flatfile
+    said = False
+    while True:
+        try:
+            return parse_flatfile(path.read_text(encoding="ascii"))
+        except FileNotFoundError:
+            if not said:
+                log.warning("waiting for the flatfile %s (written by discover --write)", path)
+                said = True
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            log.error("cannot use the flatfile %s: %s; trying again", path, err)
+        await asyncio.sleep(_FLATFILE_POLL)
