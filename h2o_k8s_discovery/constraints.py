@@ -30,6 +30,8 @@ class Observation:
     peers: Snapshot
     #: Seconds since the lookup began.
     elapsed: float
+    #: Seconds this same snapshot has been seen for (0 on the poll that first saw it).
+    stable_for: float = 0.0
 
 
 Rule = Callable[[Observation], StopReason | None]
@@ -42,6 +44,15 @@ def count_reached(expected: int) -> Rule:
         return StopReason.EXPECTED_COUNT if len(observation.peers) == expected else None
 
     return rule
+
+
+def stable(period: float, rule: Rule) -> Rule:
+    """``rule``, but only once the snapshot has stayed the same for ``period`` seconds."""
+
+    def stable_rule(observation: Observation) -> StopReason | None:
+        return rule(observation) if observation.stable_for >= period else None
+
+    return stable_rule
 
 
 def timed_out(timeout: float) -> Rule:
@@ -68,16 +79,18 @@ def first_of(*rules: Rule) -> Rule:
 
 @dataclass(frozen=True, slots=True)
 class LookupConstraints:
-    """H2O's constraints: the expected count or the timeout, whichever comes first."""
+    """H2O's constraints, the expected count (held stable) or the timeout, whichever first."""
 
     expected_count: int | None
     #: ``None``: no deadline.
     timeout: float | None
+    #: Seconds the snapshot must stay the same before the count counts.
+    stable_period: float = 0.0
 
     def rule(self) -> Rule:
         rules: list[Rule] = []
         if self.expected_count is not None:
-            rules.append(count_reached(self.expected_count))
+            rules.append(stable(self.stable_period, count_reached(self.expected_count)))
         if self.timeout is not None:
             rules.append(timed_out(self.timeout))
         return first_of(*rules)

@@ -144,6 +144,9 @@ def pod_environment(
         "H2O_DNS_RECORD_TYPE": "SRV",
         "H2O_DNS_NAMESERVER": f"{server.host}:{server.port}",
         "H2O_DNS_POLL_INTERVAL": "0.5",
+        # The pods share 127.0.0.1 and each has its own probe port, which a peer cannot know
+        # from DNS; in a cluster every pod serves /peers on the same port.
+        "H2O_NODE_LOOKUP_AGREEMENT": "false",
         "H2O_PORT": str(pod.h2o_port),
         "POD_IP": HOST,
         "H2O_JAR": str(jar),

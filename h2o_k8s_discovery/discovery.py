@@ -74,7 +74,11 @@ class LookupResult:
 
 
 def constraints_for(settings: LookupSettings) -> LookupConstraints:
-    return LookupConstraints(expected_count=settings.expected_count, timeout=settings.timeout)
+    return LookupConstraints(
+        expected_count=settings.expected_count,
+        timeout=settings.timeout,
+        stable_period=settings.stable_period,
+    )
 
 
 async def discover_peers(
@@ -108,6 +112,7 @@ class _Lookup:
         self.rule = self.constraints.rule()
         self.started = clock()
         self.peers: Snapshot = ()
+        self.peers_since = 0.0
         self.polls = 0
         self.errors = 0
         self.last_error: DnsQueryError | None = None
@@ -129,7 +134,8 @@ class _Lookup:
                 return self._result(StopReason.TIMEOUT)
             if once:
                 return self._result(StopReason.SINGLE_POLL)
-            reason = self.rule(Observation(self.peers, self.elapsed()))
+            now = self.elapsed()
+            reason = self.rule(Observation(self.peers, now, stable_for=now - self.peers_since))
             if reason is not None:
                 return self._result(reason)
             await asyncio.sleep(min(self.settings.poll_interval, self.remaining()))
@@ -167,6 +173,8 @@ class _Lookup:
             self._notify(None, err)
             raise
         self.polls += 1
+        if peers != self.peers or self.polls == 1:
+            self.peers_since = self.elapsed()
         self._note_snapshot(peers)
         self._notify(peers, None)
         return peers
@@ -180,8 +188,22 @@ class _Lookup:
                 "it is the headless Service's fully qualified name)",
                 self.settings.absolute_name,
             )
+            return
+        key = "peers " + " ".join(map(str, peers))
+        expected = self.settings.expected_count
+        if expected is not None and len(peers) > expected:
+            # H2O would wait for ever here; say what is published so the extra pods can be found.
+            self.conditions.note(
+                key,
+                logging.WARNING,
+                "%d peer(s) published, %d more than the %d expected (pods still terminating?); "
+                "waiting for the set to shrink: %s",
+                len(peers),
+                len(peers) - expected,
+                expected,
+                " ".join(map(str, peers)),
+            )
         else:
-            key = "peers " + " ".join(map(str, peers))
             self.conditions.note(key, logging.INFO, "%d peer(s) published", len(peers))
 
     def _notify(self, peers: Snapshot | None, error: DnsQueryError | None) -> None:

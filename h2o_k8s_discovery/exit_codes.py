@@ -11,6 +11,10 @@ OK = 0
 FAILURE = 1
 #: A setting or a command-line argument is invalid; nothing was started.
 USAGE = 2
+#: The lookup failed closed: the expected peers were not found (or did not agree) in time.
+LOOKUP_FAILED = 69
+#: The cloud lost a member after it had formed (with H2O_EXIT_ON_CLOUD_LOSS=true).
+CLOUD_LOST = 70
 #: The flatfile could not be written.
 FLATFILE = 73
 #: The probe port is already taken by another process.

@@ -52,11 +52,20 @@ class NodeState:
     jvm_pid: int | None = None
     exit_status: int | None = None
     last_dns_error: str | None = None
+    #: What the peers said last time they were asked for their set (``/status``).
+    agreement: str | None = None
+    #: Counters behind ``/metrics``.
+    dns_polls: int = 0
+    dns_errors: dict[str, int] = field(default_factory=dict)
+    lookup_seconds: float | None = None
+    jvm_starts: int = 0
     #: Why the formed cloud is not whole any more (``None`` while it is): readiness is 503.
     damage: str | None = None
     #: Seconds without an answer from the local node, once formed, before it counts as lost.
     unreachable_after: float = 1.0
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    #: Called once each time a formed cloud becomes damaged, with the reason.
+    on_damage: Callable[[str], None] | None = field(default=None, repr=False)
     last_answer_at: float | None = None
 
     @property
@@ -94,7 +103,10 @@ class NodeState:
                 log.info("the cloud is whole again")
             else:
                 log.error("the cloud is damaged: %s", damage)
+        newly_damaged = damage is not None and self.damage is None
         self.damage = damage
+        if newly_damaged and damage is not None and self.on_damage is not None:
+            self.on_damage(damage)
 
     def _damage(self, status: CloudStatus | None) -> str | None:
         """What is wrong with a cloud that had formed, or ``None``."""
@@ -113,6 +125,14 @@ class NodeState:
             sick = " ".join(status.unhealthy) or "?"
             return f"H2O reports unhealthy node(s): {sick}"
         return None
+
+    def peer_view(self) -> dict[str, Any]:
+        """The JSON body of ``/peers``: the set this pod would launch (or launched) with."""
+        return {
+            "phase": self.phase.value,
+            "self": None if self.self_peer is None else str(self.self_peer),
+            "peers": [str(peer) for peer in self.peers],
+        }
 
     def readiness(self) -> int:
         """The answer of ``/kubernetes/isLeaderNode``."""
@@ -146,5 +166,6 @@ class NodeState:
             "jvm_pid": self.jvm_pid,
             "exit_status": self.exit_status,
             "last_dns_error": self.last_dns_error,
+            "agreement": self.agreement,
             "damage": self.damage,
         }

@@ -1,4 +1,4 @@
-"""The HTTP server Kubernetes probes: ``/kubernetes/isLeaderNode``, ``/healthz``, ``/status``.
+"""The pod's HTTP server: Kubernetes' probes, ``/status``, ``/peers`` and ``/metrics``.
 
 Every answer is read from the in-memory ``NodeState``; no request does I/O, so a slow or
 hostile client cannot delay the kubelet's probe. Routes accept GET only (aiohttp answers 405
@@ -12,6 +12,8 @@ import logging
 
 from aiohttp import web
 
+from h2o_k8s_discovery import metrics
+from h2o_k8s_discovery.agreement import PEERS_PATH
 from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.node_state import NodeState
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 LEADER_PATH = "/kubernetes/isLeaderNode"
 HEALTH_PATH = "/healthz"
 STATUS_PATH = "/status"
+METRICS_PATH = "/metrics"
 
 _STATE_KEY = web.AppKey("state", NodeState)
 
@@ -31,6 +34,8 @@ def make_app(state: NodeState) -> web.Application:
     app.router.add_get(LEADER_PATH, _is_leader_node, allow_head=False)
     app.router.add_get(HEALTH_PATH, _healthz, allow_head=False)
     app.router.add_get(STATUS_PATH, _status, allow_head=False)
+    app.router.add_get(PEERS_PATH, _peers, allow_head=False)
+    app.router.add_get(METRICS_PATH, _metrics, allow_head=False)
     return app
 
 
@@ -44,6 +49,15 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     return web.json_response(request.app[_STATE_KEY].describe())
+
+
+async def _peers(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE_KEY].peer_view())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = metrics.render(request.app[_STATE_KEY])
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 class ProbeServer:

@@ -13,22 +13,29 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.agreement import reach_agreement
 from h2o_k8s_discovery.cloud import CloudWatcher, cloud_url
-from h2o_k8s_discovery.discovery import PollEvent, discover_peers
-from h2o_k8s_discovery.errors import FlatfileError, LaunchError, ProbeServerError
+from h2o_k8s_discovery.constraints import StopReason
+from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_peers
+from h2o_k8s_discovery.dns_query import make_resolver, poll_once
+from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
-from h2o_k8s_discovery.peers import Peer
+from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
 from h2o_k8s_discovery.pod_ip import own_ip, with_self
 from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Signals that stop the entrypoint; the others are only passed on to the JVM.
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
@@ -59,6 +66,9 @@ class Entrypoint:
         self.stop_signal: signal.Signals | None = None
         self.stopped = asyncio.Event()
         self.shutdown: asyncio.Task[int] | None = None
+        self.cloud_lost = False
+        if settings.probe.exit_on_cloud_loss:
+            self.state.on_damage = self._on_cloud_damage
 
     async def run(self) -> int:
         try:
@@ -76,9 +86,11 @@ class Entrypoint:
             self.supervisor.close()
 
     async def _lifecycle(self) -> int:
-        peers = await self._look_up()
+        peers = await self._until_stopped(self._find_peers())
         if peers is None:
             return self._stopped_status()
+        if isinstance(peers, int):
+            return peers
         flatfile = self.settings.launch.flatfile
         try:
             write_flatfile(flatfile, peers)
@@ -95,25 +107,90 @@ class Entrypoint:
             return err.exit_status
         return await self._supervise()
 
-    async def _look_up(self) -> tuple[Peer, ...] | None:
-        """The peers to write, this node included; ``None`` when a signal ended the lookup."""
-        lookup = asyncio.create_task(
-            discover_peers(self.settings.lookup, on_poll=self._on_poll), name="lookup"
-        )
+    async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result, or ``None`` when a stop signal came first (``work`` cancelled)."""
+        task = asyncio.create_task(work, name="find-peers")
         stopped = asyncio.create_task(self.stopped.wait(), name="stop-signal")
-        await asyncio.wait({lookup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        if not lookup.done():
-            lookup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lookup
-            return None
-        result = lookup.result()
-        ip = own_ip(self.settings.launch.pod_ip, result.peers)
-        me = Peer(ip, self._own_port())
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    async def _find_peers(self) -> Snapshot | int:
+        """The peers to write, this node included, or the exit status when there are none."""
+        lookup = self.settings.lookup
+        started = time.monotonic()
+        result = await discover_peers(lookup, on_poll=self._on_poll)
+        self.state.lookup_seconds = result.elapsed
+        me = Peer(own_ip(self.settings.launch.pod_ip, result.peers), self._own_port())
         self.state.self_peer = me
-        self.state.peers = with_self(result.peers, me)
-        return self.state.peers
+        expected = lookup.expected_count
+        if self._must_fail(result.reason, len(result.peers)):
+            log.error(
+                "no H2O started: %d peer(s) published instead of the %s expected after %.0fs "
+                "(H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s",
+                len(result.peers),
+                expected,
+                result.elapsed,
+                " ".join(map(str, result.peers)) or "none",
+            )
+            return exit_codes.LOOKUP_FAILED
+        peers = with_self(result.peers, me)
+        self.state.peers = peers
+        if lookup.agreement and len(peers) > 1:
+            return await self._agree(peers, me, started)
+        return peers
+
+    def _must_fail(self, reason: StopReason, found: int) -> bool:
+        """Fail closed: a timeout without exactly the expected count, when asked to."""
+        lookup = self.settings.lookup
+        return (
+            lookup.fail_on_timeout
+            and reason is StopReason.TIMEOUT
+            and lookup.expected_count not in (None, found)
+        )
+
+    async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
+        lookup = self.settings.lookup
+        constraints = constraints_for(lookup)
+        resolver = make_resolver(lookup)
+        current = [peers]
+
+        async def refresh() -> Snapshot:
+            # A fresh poll replaces our set only when it still meets the expected count.
+            try:
+                fresh = await poll_once(resolver, lookup, lookup.query_timeout)
+            except DnsQueryError:
+                return current[0]
+            candidate = snapshot((*fresh, me))
+            if lookup.expected_count in (None, len(candidate)):
+                current[0] = candidate
+                self.state.peers = candidate
+            return current[0]
+
+        agreed, outcome = await reach_agreement(
+            refresh,
+            self.settings.probe.api_port,
+            me,
+            interval=lookup.poll_interval,
+            remaining=lambda: constraints.remaining(time.monotonic() - started),
+        )
+        self.state.agreement = outcome.describe()
+        if outcome.complete:
+            log.info("all %d peers agree on the peer set", len(agreed))
+            return agreed
+        if lookup.fail_on_timeout:
+            log.error("no H2O started: the peers did not agree in time: %s", outcome.describe())
+            return exit_codes.LOOKUP_FAILED
+        log.warning(
+            "the peers did not agree before the timeout (%s); starting with this pod's view",
+            outcome.describe(),
+        )
+        return agreed
 
     def _own_port(self) -> int:
         return self.settings.lookup.h2o_port
@@ -121,8 +198,11 @@ class Entrypoint:
     def _on_poll(self, event: PollEvent) -> None:
         if event.error is not None:
             self.state.last_dns_error = str(event.error)
+            kind = event.error.kind
+            self.state.dns_errors[kind] = self.state.dns_errors.get(kind, 0) + 1
         elif event.peers is not None:
             self.state.peers = event.peers
+            self.state.dns_polls += 1
 
     def _launch(self) -> None:
         launch = self.settings.launch
@@ -139,6 +219,7 @@ class Entrypoint:
         self.state.phase = Phase.LAUNCHING
         log.info("launching H2O: %s", " ".join(argv))
         self.state.jvm_pid = self.supervisor.spawn(argv, jvm_environment(self.env))
+        self.state.jvm_starts += 1
         self.state.phase = Phase.FORMING
 
     async def _supervise(self) -> int:
@@ -160,7 +241,20 @@ class Entrypoint:
                 await watching
         self.state.phase = Phase.EXITED
         self.state.exit_status = status
-        return status
+        return exit_codes.CLOUD_LOST if self.cloud_lost else status
+
+    def _on_cloud_damage(self, damage: str) -> None:
+        if self.shutdown is not None or not self.supervisor.running:
+            return
+        grace = self.settings.launch.shutdown_grace
+        log.error(
+            "H2O cannot heal a damaged cloud (%s): stopping it so the pod restarts "
+            "(H2O_EXIT_ON_CLOUD_LOSS)",
+            damage,
+        )
+        self.cloud_lost = True
+        self.state.phase = Phase.STOPPING
+        self.shutdown = asyncio.create_task(self.supervisor.terminate(grace, signal.SIGTERM))
 
     def _on_signal(self, signum: signal.Signals) -> None:
         if self.supervisor.running:

@@ -85,6 +85,13 @@ class LookupSettings:
     query_timeout: float = 3.0
     #: Upper bound, in seconds, of the backoff between polls after DNS errors.
     backoff_max: float = 15.0
+    #: Seconds the peer set must stay unchanged before the expected count ends the lookup
+    #: (Akka's stable-margin); 0 ends it on the first poll that matches, as H2O does.
+    stable_period: float = 0.0
+    #: A lookup that times out without exactly the expected count is an error: no JVM.
+    fail_on_timeout: bool = False
+    #: Before launch, ask every peer's ``/peers`` and go on only once all report this set.
+    agreement: bool = True
 
     @property
     def absolute_name(self) -> str:
@@ -117,6 +124,9 @@ class ProbeSettings:
     #: Answer 200 on ``/kubernetes/isLeaderNode`` until the cloud has formed (H2O's behaviour,
     #: needed when the headless Service does not publish not-ready addresses); ``False``: 503.
     ready_until_formed: bool = True
+    #: Once formed, a damaged cloud (a member lost, unhealthy, the local node silent) stops H2O
+    #: and ends the entrypoint with its own status, so the pod restarts; H2O cannot heal.
+    exit_on_cloud_loss: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +148,7 @@ class Settings:
         probe = ProbeSettings(
             api_port=reader.get("H2O_KUBERNETES_API_PORT", 8080, _port),
             ready_until_formed=reader.get("H2O_READY_UNTIL_FORMED", True, _boolean),
+            exit_on_cloud_loss=reader.get("H2O_EXIT_ON_CLOUD_LOSS", False, _boolean),
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
         _check_ports_apart(reader, lookup.h2o_port, probe.api_port)
@@ -160,6 +171,9 @@ def _read_lookup(reader: _EnvReader) -> LookupSettings:
         nameserver=reader.get("H2O_DNS_NAMESERVER", None, _nameserver),
         query_timeout=reader.get("H2O_DNS_QUERY_TIMEOUT", 3.0, _seconds(0.1, 60)),
         backoff_max=reader.get("H2O_DNS_BACKOFF_MAX", 15.0, _seconds(0.01, 3600)),
+        stable_period=reader.get("H2O_NODE_LOOKUP_STABLE_PERIOD", 0.0, _seconds(0, 3600)),
+        fail_on_timeout=reader.get("H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT", False, _boolean),
+        agreement=reader.get("H2O_NODE_LOOKUP_AGREEMENT", True, _boolean),
     )
 
 

@@ -1,0 +1,121 @@
+"""Peers agree before launch: no pod starts H2O with a peer set the others do not share.
+
+DNS views differ between pods for a while (records appear at different times on different
+resolvers, caches lag). H2O started from different flatfiles can form several clouds, each with
+its own Ready leader. So before writing its flatfile each entrypoint asks every peer in its
+snapshot for theirs (``GET /peers`` on the probe port) and goes on only when all of them report
+the same set. A peer that already launched reports the set it launched with, so a pod can never
+join a cloud built from another view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from h2o_k8s_discovery.peers import Peer, Snapshot
+
+log = logging.getLogger(__name__)
+
+PEERS_PATH = "/peers"
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """The outcome of one round: who agrees, who reports another set, who does not answer."""
+
+    agreeing: tuple[Peer, ...]
+    differing: dict[Peer, tuple[str, ...]]
+    silent: tuple[Peer, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not self.differing and not self.silent
+
+    def describe(self) -> str:
+        parts = [f"{len(self.agreeing)} agree"]
+        if self.differing:
+            views = "; ".join(
+                f"{p} sees {' '.join(v) or 'nothing'}" for p, v in self.differing.items()
+            )
+            parts.append(f"{len(self.differing)} see another set ({views})")
+        if self.silent:
+            parts.append(f"{len(self.silent)} do not answer ({' '.join(map(str, self.silent))})")
+        return ", ".join(parts)
+
+
+async def ask_peers(
+    session: aiohttp.ClientSession, peers: Snapshot, api_port: int, me: Peer
+) -> Agreement:
+    """One round: every other peer's ``/peers``, compared with ``peers``."""
+    ours = tuple(str(peer) for peer in peers)
+    others = [peer for peer in peers if peer != me]
+    views = await asyncio.gather(*(_view_of(session, peer, api_port) for peer in others))
+    agreeing = [me] if me in peers else []
+    differing: dict[Peer, tuple[str, ...]] = {}
+    silent = []
+    for peer, view in zip(others, views, strict=True):
+        if view is None:
+            silent.append(peer)
+        elif view == ours:
+            agreeing.append(peer)
+        else:
+            differing[peer] = view
+    return Agreement(tuple(agreeing), differing, tuple(silent))
+
+
+async def _view_of(
+    session: aiohttp.ClientSession, peer: Peer, api_port: int
+) -> tuple[str, ...] | None:
+    host = f"[{peer.ip}]" if peer.ip.version == 6 else str(peer.ip)
+    try:
+        async with session.get(f"http://{host}:{api_port}{PEERS_PATH}") as response:
+            if response.status != 200:
+                return None
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    listed = body.get("peers") if isinstance(body, dict) else None
+    if not isinstance(listed, list):
+        return None
+    return tuple(sorted(map(str, listed), key=_sort_key))
+
+
+def _sort_key(text: str) -> tuple[int, int, int] | tuple[int, str]:
+    # Sort as Peer does, so two equal sets compare equal; unparsable entries sort last.
+    host, _, port = text.rpartition(":")
+    try:
+        return Peer.parse(host.strip("[]"), int(port)).sort_key()
+    except ValueError:
+        return (99, text)
+
+
+async def reach_agreement(
+    refresh: Callable[[], Awaitable[Snapshot]],
+    api_port: int,
+    me: Peer,
+    *,
+    interval: float,
+    remaining: Callable[[], float],
+) -> tuple[Snapshot, Agreement]:
+    """Ask until every peer reports our set, refreshing our own view between rounds.
+
+    ``refresh`` returns this pod's current peer set (a new DNS poll). Ends at agreement, or when
+    ``remaining()`` reaches 0 with the last round's outcome (the caller decides what then).
+    """
+    logged = ""
+    timeout = aiohttp.ClientTimeout(total=max(0.2, min(1.0, interval)))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            peers = await refresh()
+            outcome = await ask_peers(session, peers, api_port, me)
+            if outcome.complete or remaining() <= 0:
+                return peers, outcome
+            if outcome.describe() != logged:
+                logged = outcome.describe()
+                log.info("waiting for the peers to agree on %d peer(s): %s", len(peers), logged)
+            await asyncio.sleep(min(interval, remaining()))
