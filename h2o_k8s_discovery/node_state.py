@@ -67,6 +67,8 @@ class NodeState:
     #: Called once each time a formed cloud becomes damaged, with the reason.
     on_damage: Callable[[str], None] | None = field(default=None, repr=False)
     last_answer_at: float | None = None
+    #: Members that stopped accepting connections after formation (``members.py``).
+    lost_members: frozenset[Peer] = frozenset()
 
     @property
     def expected_size(self) -> int:
@@ -96,6 +98,12 @@ class NodeState:
             "leader" if self.is_leader else "follower",
         )
 
+    def observe_members(self, lost: frozenset[Peer]) -> None:
+        """Record which members of the formed cloud do not accept connections any more."""
+        self.lost_members = lost
+        if self.phase is Phase.FORMED:
+            self._check_damage(self.cloud)
+
     def _check_damage(self, status: CloudStatus | None) -> None:
         damage = self._damage(status)
         if damage != self.damage:
@@ -110,6 +118,9 @@ class NodeState:
 
     def _damage(self, status: CloudStatus | None) -> str | None:
         """What is wrong with a cloud that had formed, or ``None``."""
+        if self.lost_members:
+            lost = " ".join(sorted(map(str, self.lost_members)))
+            return f"member(s) not reachable any more: {lost}"
         if status is None:
             silent = self.clock() - (self.last_answer_at or 0.0)
             if silent >= self.unreachable_after:

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.agreement import reach_agreement
-from h2o_k8s_discovery.cloud import CloudWatcher, cloud_url
 from h2o_k8s_discovery.constraints import StopReason
 from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_peers
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
@@ -32,6 +31,7 @@ from h2o_k8s_discovery.pod_ip import own_ip, with_self
 from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
+from h2o_k8s_discovery.watch import watch_node
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class Entrypoint:
         constraints = constraints_for(lookup)
         resolver = make_resolver(lookup)
         current = [peers]
+        agreement_deadline = time.monotonic() + lookup.agreement_timeout
 
         async def refresh() -> Snapshot:
             # A fresh poll replaces our set only when it still meets the expected count.
@@ -177,7 +178,10 @@ class Entrypoint:
             self.settings.probe.api_port,
             me,
             interval=lookup.poll_interval,
-            remaining=lambda: constraints.remaining(time.monotonic() - started),
+            remaining=lambda: max(
+                constraints.remaining(time.monotonic() - started),
+                agreement_deadline - time.monotonic(),
+            ),
         )
         self.state.agreement = outcome.describe()
         if outcome.complete:
@@ -223,14 +227,7 @@ class Entrypoint:
         self.state.phase = Phase.FORMING
 
     async def _supervise(self) -> int:
-        me = self.state.self_peer
-        assert me is not None  # noqa: S101 - set by the lookup
-        watcher = CloudWatcher(
-            cloud_url(str(me.ip), me.port),
-            self.state.observe_cloud,
-            is_formed=lambda: self.state.phase is Phase.FORMED,
-        )
-        watching = asyncio.create_task(watcher.run(), name="cloud-watcher")
+        watching = asyncio.create_task(watch_node(self.state), name="watch-node")
         try:
             status = await self.supervisor.wait()
             if self.shutdown is not None:

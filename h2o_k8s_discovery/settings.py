@@ -92,6 +92,9 @@ class LookupSettings:
     fail_on_timeout: bool = False
     #: Before launch, ask every peer's ``/peers`` and go on only once all report this set.
     agreement: bool = True
+    #: Seconds the peers may take to agree after the lookup ended, when the lookup's own
+    #: deadline leaves less (a lookup that ends at its timeout still gets this long).
+    agreement_timeout: float = 30.0
 
     @property
     def absolute_name(self) -> str:
@@ -174,6 +177,7 @@ def _read_lookup(reader: _EnvReader) -> LookupSettings:
         stable_period=reader.get("H2O_NODE_LOOKUP_STABLE_PERIOD", 0.0, _seconds(0, 3600)),
         fail_on_timeout=reader.get("H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT", False, _boolean),
         agreement=reader.get("H2O_NODE_LOOKUP_AGREEMENT", True, _boolean),
+        agreement_timeout=reader.get("H2O_NODE_AGREEMENT_TIMEOUT", 30.0, _seconds(0, 3600)),
     )
 
 

@@ -15,7 +15,6 @@ import logging
 import signal
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.cloud import CloudWatcher, cloud_url
 from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.flatfile import parse_flatfile
 from h2o_k8s_discovery.node_state import NodeState, Phase
@@ -23,6 +22,7 @@ from h2o_k8s_discovery.peers import Peer, Snapshot
 from h2o_k8s_discovery.pod_ip import own_ip
 from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.watch import watch_node
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,7 @@ async def _watch(settings: Settings, state: NodeState) -> None:
         log.warning("this pod (%s) is not in the flatfile; H2O will not form with it", me)
     state.peers, state.self_peer, state.phase = peers, me, Phase.FORMING
     log.info("watching %s for a cloud of %d", me, len(peers))
-    watcher = CloudWatcher(
-        cloud_url(str(me.ip), me.port),
-        state.observe_cloud,
-        is_formed=lambda: state.phase is Phase.FORMED,
-    )
-    await watcher.run()
+    await watch_node(state)
 
 
 async def _read_flatfile(settings: Settings) -> Snapshot:

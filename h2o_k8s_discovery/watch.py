@@ -1,0 +1,59 @@
+"""Watching a node, shared by ``run`` and ``sidecar``: its ``/3/Cloud``, then its members.
+
+Until the cloud has formed only the local node is asked. Once it has, the members are checked
+too (``members.py``), so a lost member turns readiness off within about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from h2o_k8s_discovery.cloud import CloudStatus, CloudWatcher, cloud_url
+from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
+from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.peers import Peer
+
+
+async def watch_node(state: NodeState) -> None:
+    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set."""
+    me = state.self_peer
+    if me is None:
+        raise ValueError("watch_node needs the node's own address (state.self_peer)")
+    formed = asyncio.Event()
+
+    def observe(status: CloudStatus | None) -> None:
+        state.observe_cloud(status)
+        if state.phase is Phase.FORMED:
+            formed.set()
+
+    watcher = CloudWatcher(cloud_url(str(me.ip), me.port), observe, is_formed=formed.is_set)
+    cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
+    members: asyncio.Task[None] | None = None
+    try:
+        await formed.wait()
+        members = asyncio.create_task(_watch_members(state, me), name="member-watcher")
+        await asyncio.gather(cloud, members)
+    finally:
+        for task in (cloud, members):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _watch_members(state: NodeState, me: Peer) -> None:
+    leader = _leader_peer(state.leader)
+    watched = members_to_watch(state.peers, me, leader)
+    if watched:
+        await MemberWatcher(watched, state.observe_members).run()
+
+
+def _leader_peer(address: str | None) -> Peer | None:
+    if address is None:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        return Peer.parse(host.strip("[]"), int(port))
+    except ValueError:
+        return None
