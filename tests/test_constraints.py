@@ -61,3 +61,16 @@ def test_remaining_is_never_negative(timeout: float, elapsed: float) -> None:
     """The time left shrinks to zero and stays there."""
     left = LookupConstraints(None, timeout).remaining(elapsed)
     assert 0 <= left <= timeout
+
+
+def test_stable_period_holds_the_count() -> None:
+    """With a stable period the count only ends the lookup once the set has held that long."""
+    rule = LookupConstraints(expected_count=3, timeout=180, stable_period=2.0).rule()
+    assert rule(Observation(peers(3), 5.0, stable_for=1.9)) is None
+    assert rule(Observation(peers(3), 5.0, stable_for=2.0)) is StopReason.EXPECTED_COUNT
+
+
+def test_stable_period_does_not_delay_the_timeout() -> None:
+    """The timeout ends the lookup however recently the set changed."""
+    rule = LookupConstraints(expected_count=3, timeout=10, stable_period=5.0).rule()
+    assert rule(Observation(peers(2), 10.0, stable_for=0.0)) is StopReason.TIMEOUT

@@ -235,3 +235,34 @@ async def test_dnsmasq_six_hundred_records(tmp_path: Path) -> None:
         result = await discover_peers(settings_for((host, port), expected_count=600))
     assert result.reason is StopReason.EXPECTED_COUNT
     assert {str(p.ip) for p in result.peers} == set(ips(600))
+
+
+async def test_stable_period_waits_out_flapping(dns: DnsServer) -> None:
+    """A set that flaps does not end the lookup until it has held for the stable period."""
+    dns.set_records(SERVICE, a=ips(3))
+    events: list[PollEvent] = []
+
+    def flap(event: PollEvent) -> None:
+        events.append(event)
+        if len(events) <= 6:  # alternate between 4 and 3 records, ending on 3
+            dns.set_records(SERVICE, a=ips(4 if len(events) % 2 else 3))
+
+    settings = settings_for(dns, expected_count=3, stable_period=0.3)
+    result = await discover_peers(settings, on_poll=flap)
+    assert result.reason is StopReason.EXPECTED_COUNT
+    last_change = events[6].elapsed  # the first poll that saw the final set
+    assert result.elapsed - last_change >= 0.3 - settings.poll_interval
+    assert result.polls >= 9
+
+
+async def test_more_than_expected_names_the_peers(
+    dns: DnsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More peers than expected keep the lookup waiting and the log lists what is published."""
+    dns.set_records(SERVICE, a=ips(4))
+    with caplog.at_level(logging.WARNING, logger="h2o_k8s_discovery"):
+        result = await discover_peers(settings_for(dns, expected_count=3, timeout=0.4))
+    assert result.reason is StopReason.TIMEOUT
+    (warning,) = [r.getMessage() for r in caplog.records if "more than" in r.getMessage()]
+    assert "1 more than the 3 expected" in warning
+    assert all(ip in warning for ip in ips(4))

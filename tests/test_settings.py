@@ -136,6 +136,13 @@ BAD_VALUES = [
     ("H2O_READY_UNTIL_FORMED", "maybe"),
     ("POD_IP", "198.18.0.999"),
     ("H2O_DISCOVERY_LOG_LEVEL", "LOUD"),
+    ("H2O_NODE_LOOKUP_STABLE_PERIOD", "-1"),
+    ("H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT", "sometimes"),
+    ("H2O_NODE_LOOKUP_AGREEMENT", ""),
+    ("H2O_NODE_AGREEMENT_TIMEOUT", "1e3"),
+    ("H2O_EXIT_ON_CLOUD_LOSS", "2"),
+    ("H2O_DNS_QUERY_TIMEOUT", "0"),
+    ("H2O_DNS_BACKOFF_MAX", "soon"),
 ]
 
 
@@ -146,6 +153,30 @@ def test_bad_value_names_variable_and_value(name: str, value: str) -> None:
     assert problem.startswith(f"{name}=")
     assert repr(value) in problem
     assert "expected" in problem or "check" in problem
+
+
+def test_formation_safety_settings() -> None:
+    """The formation-safety variables are read with their units; the defaults keep H2O's way."""
+    defaults = Settings.from_env(SERVICE)
+    assert defaults.lookup.stable_period == 0
+    assert defaults.lookup.fail_on_timeout is False
+    assert defaults.lookup.agreement is True
+    assert defaults.probe.exit_on_cloud_loss is False
+    settings = Settings.from_env(
+        {
+            **SERVICE,
+            "H2O_NODE_LOOKUP_STABLE_PERIOD": "2.5",
+            "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "true",
+            "H2O_NODE_LOOKUP_AGREEMENT": "false",
+            "H2O_NODE_AGREEMENT_TIMEOUT": "10",
+            "H2O_EXIT_ON_CLOUD_LOSS": "yes",
+        }
+    )
+    assert settings.lookup.stable_period == 2.5
+    assert settings.lookup.fail_on_timeout is True
+    assert settings.lookup.agreement is False
+    assert settings.lookup.agreement_timeout == 10
+    assert settings.probe.exit_on_cloud_loss is True
 
 
 def test_missing_service_name_is_reported() -> None:
