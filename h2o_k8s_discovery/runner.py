@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.agreement import reach_agreement
-from h2o_k8s_discovery.constraints import StopReason
 from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_peers
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
@@ -129,7 +128,7 @@ class Entrypoint:
         me = Peer(own_ip(self.settings.launch.pod_ip, result.peers), self._own_port())
         self.state.self_peer = me
         expected = lookup.expected_count
-        if self._must_fail(result.reason, len(result.peers)):
+        if lookup.falls_short(result.reason, len(result.peers)):
             log.error(
                 "no H2O started: %d peer(s) published instead of the %s expected after %.0fs "
                 "(H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s",
@@ -144,15 +143,6 @@ class Entrypoint:
         if lookup.agreement and len(peers) > 1:
             return await self._agree(peers, me, started)
         return peers
-
-    def _must_fail(self, reason: StopReason, found: int) -> bool:
-        """Fail closed: a timeout without exactly the expected count, when asked to."""
-        lookup = self.settings.lookup
-        return (
-            lookup.fail_on_timeout
-            and reason is StopReason.TIMEOUT
-            and lookup.expected_count not in (None, found)
-        )
 
     async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
         lookup = self.settings.lookup

@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
+from h2o_k8s_discovery.constraints import StopReason
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress
 
@@ -88,13 +89,22 @@ class LookupSettings:
     #: Seconds the peer set must stay unchanged before the expected count ends the lookup
     #: (Akka's stable-margin); 0 ends it on the first poll that matches, as H2O does.
     stable_period: float = 0.0
-    #: A lookup that times out without exactly the expected count is an error: no JVM.
-    fail_on_timeout: bool = False
+    #: A lookup that times out without exactly the expected count is an error: no JVM, no
+    #: flatfile. ``False`` starts with what was found, as H2O does (a smaller cloud).
+    fail_on_timeout: bool = True
     #: Before launch, ask every peer's ``/peers`` and go on only once all report this set.
     agreement: bool = True
     #: Seconds the peers may take to agree after the lookup ended, when the lookup's own
     #: deadline leaves less (a lookup that ends at its timeout still gets this long).
     agreement_timeout: float = 30.0
+
+    def falls_short(self, reason: StopReason, found: int) -> bool:
+        """Fail closed: the lookup timed out without exactly the expected count."""
+        return (
+            self.fail_on_timeout
+            and reason is StopReason.TIMEOUT
+            and self.expected_count not in (None, found)
+        )
 
     @property
     def absolute_name(self) -> str:
@@ -175,7 +185,7 @@ def _read_lookup(reader: _EnvReader) -> LookupSettings:
         query_timeout=reader.get("H2O_DNS_QUERY_TIMEOUT", 3.0, _seconds(0.1, 60)),
         backoff_max=reader.get("H2O_DNS_BACKOFF_MAX", 15.0, _seconds(0.01, 3600)),
         stable_period=reader.get("H2O_NODE_LOOKUP_STABLE_PERIOD", 0.0, _seconds(0, 3600)),
-        fail_on_timeout=reader.get("H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT", False, _boolean),
+        fail_on_timeout=reader.get("H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT", True, _boolean),
         agreement=reader.get("H2O_NODE_LOOKUP_AGREEMENT", True, _boolean),
         agreement_timeout=reader.get("H2O_NODE_AGREEMENT_TIMEOUT", 30.0, _seconds(0, 3600)),
     )

@@ -65,6 +65,32 @@ def test_discover_writes_flatfile(dns: DnsServer, tmp_path: Path) -> None:
     assert "expected count was reached" in done.stderr
 
 
+def test_discover_fails_closed(dns: DnsServer, tmp_path: Path) -> None:
+    """Timed out short of the expected count: exit 69, nothing printed, no flatfile (init container retries)."""
+    dns.set_records(SERVICE, a=["10.0.0.1", "10.0.0.2"])
+    target = tmp_path / "flatfile"
+    env = env_for(dns, H2O_NODE_EXPECTED_COUNT="3", H2O_NODE_LOOKUP_TIMEOUT="1")
+    done = command("discover", "--write", str(target), env=env)
+    assert done.returncode == 69
+    assert done.stdout == ""
+    assert not target.exists()
+    assert "2 peer(s) found instead of the 3 expected" in done.stderr
+
+
+def test_discover_fail_open_writes_what_it_found(dns: DnsServer, tmp_path: Path) -> None:
+    """With H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT=false the timeout gives what was found, as in H2O."""
+    dns.set_records(SERVICE, a=["10.0.0.1", "10.0.0.2"])
+    env = env_for(
+        dns,
+        H2O_NODE_EXPECTED_COUNT="3",
+        H2O_NODE_LOOKUP_TIMEOUT="1",
+        H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT="false",
+    )
+    done = command("discover", env=env)
+    assert done.returncode == 0
+    assert done.stdout == "10.0.0.1:54321\n10.0.0.2:54321\n"
+
+
 def test_discover_unwritable_flatfile(dns: DnsServer, tmp_path: Path) -> None:
     """A flatfile that cannot be written is a clear error with its own exit status."""
     dns.set_records(SERVICE, a=["10.0.0.1"])

@@ -156,24 +156,24 @@ def test_bad_value_names_variable_and_value(name: str, value: str) -> None:
 
 
 def test_formation_safety_settings() -> None:
-    """The formation-safety variables are read with their units; the defaults keep H2O's way."""
+    """The formation-safety variables are read with their units; the defaults are the safe ones."""
     defaults = Settings.from_env(SERVICE)
     assert defaults.lookup.stable_period == 0
-    assert defaults.lookup.fail_on_timeout is False
+    assert defaults.lookup.fail_on_timeout is True
     assert defaults.lookup.agreement is True
     assert defaults.probe.exit_on_cloud_loss is False
     settings = Settings.from_env(
         {
             **SERVICE,
             "H2O_NODE_LOOKUP_STABLE_PERIOD": "2.5",
-            "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "true",
+            "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "false",
             "H2O_NODE_LOOKUP_AGREEMENT": "false",
             "H2O_NODE_AGREEMENT_TIMEOUT": "10",
             "H2O_EXIT_ON_CLOUD_LOSS": "yes",
         }
     )
     assert settings.lookup.stable_period == 2.5
-    assert settings.lookup.fail_on_timeout is True
+    assert settings.lookup.fail_on_timeout is False
     assert settings.lookup.agreement is False
     assert settings.lookup.agreement_timeout == 10
     assert settings.probe.exit_on_cloud_loss is True
