@@ -66,7 +66,7 @@ def test_discover_writes_flatfile(dns: DnsServer, tmp_path: Path) -> None:
 
 
 def test_discover_fails_closed(dns: DnsServer, tmp_path: Path) -> None:
-    """Timed out short of the expected count: exit 69, nothing printed, no flatfile (init container retries)."""
+    """Short of the expected count at the timeout: exit 69, no output, no flatfile."""
     dns.set_records(SERVICE, a=["10.0.0.1", "10.0.0.2"])
     target = tmp_path / "flatfile"
     env = env_for(dns, H2O_NODE_EXPECTED_COUNT="3", H2O_NODE_LOOKUP_TIMEOUT="1")
