@@ -23,7 +23,7 @@ from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_pee
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
-from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
+from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment, redacted
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
 from h2o_k8s_discovery.pod_ip import own_ip, with_self
@@ -211,7 +211,7 @@ class Entrypoint:
             extra_args=self.extra_args,
         )
         self.state.phase = Phase.LAUNCHING
-        log.info("launching H2O: %s", " ".join(argv))
+        log.info("launching H2O: %s", " ".join(redacted(argv)))
         self.state.jvm_pid = self.supervisor.spawn(argv, jvm_environment(self.env))
         self.state.jvm_starts += 1
         self.state.phase = Phase.FORMING

@@ -1,0 +1,66 @@
+"""The JVM's command line and environment, as pure functions."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from h2o_k8s_discovery.jvm import jvm_command, jvm_environment, redacted
+from h2o_k8s_discovery.settings import LaunchSettings
+
+
+def test_command_line() -> None:
+    """java, JAVA_OPTS, -jar, -flatfile, -port, -ip, -name, then the extra arguments."""
+    launch = LaunchSettings(jar=Path("/opt/h2o.jar"), java_opts=("-Xmx1g",), cloud_name="c")
+    argv = jvm_command(
+        launch,
+        flatfile=Path("/tmp/f"),
+        port=54321,
+        own_ip=ipaddress.ip_address("10.0.0.1"),
+        extra_args=["-log_level", "WARN"],
+    )
+    assert argv == [
+        "java", "-Xmx1g", "-jar", "/opt/h2o.jar", "-flatfile", "/tmp/f",
+        "-port", "54321", "-ip", "10.0.0.1", "-name", "c", "-log_level", "WARN",
+    ]  # fmt: skip
+
+
+def test_ipv6_needs_the_jvm_to_prefer_it() -> None:
+    """An IPv6 pod address adds -Djava.net.preferIPv6Addresses=true."""
+    argv = jvm_command(
+        LaunchSettings(), flatfile=Path("f"), port=1, own_ip=ipaddress.ip_address("fd00::1")
+    )
+    assert "-Djava.net.preferIPv6Addresses=true" in argv
+
+
+def test_kubernetes_variables_are_removed() -> None:
+    """H2O's four variables never reach the JVM; everything else does."""
+    env = jvm_environment(
+        {
+            "H2O_KUBERNETES_SERVICE_DNS": "x",
+            "H2O_NODE_LOOKUP_TIMEOUT": "1",
+            "H2O_NODE_EXPECTED_COUNT": "3",
+            "H2O_KUBERNETES_API_PORT": "8080",
+            "HOME": "/tmp",
+        }
+    )
+    assert env == {"HOME": "/tmp"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["-jks_pass", "hunter2", "-port", "1"], ["-jks_pass", "***", "-port", "1"]),
+        (["-Dssl.keystore.password=hunter2"], ["-Dssl.keystore.password=***"]),
+        (["--token=abc", "-name", "x"], ["--token=***", "-name", "x"]),
+        (
+            ["-hash_login", "-login_conf", "/etc/realm"],
+            ["-hash_login", "-login_conf", "/etc/realm"],
+        ),
+    ],
+)
+def test_secrets_are_redacted(argv: list[str], shown: list[str]) -> None:
+    """Values of password-like options are replaced in what is logged; other words stay."""
+    assert redacted(argv) == shown
