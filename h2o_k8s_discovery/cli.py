@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes, logs
-from h2o_k8s_discovery.demo import Demo, DemoOptions
 from h2o_k8s_discovery.discovery import discover_peers
 from h2o_k8s_discovery.errors import ConfigError, FlatfileError, H2OK8sDiscoveryError
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
 from h2o_k8s_discovery.runner import run_entrypoint
 from h2o_k8s_discovery.settings import Settings
-from h2o_k8s_discovery.sidecar import run_sidecar
 
 log = logging.getLogger("h2o_k8s_discovery")
 
@@ -150,11 +148,17 @@ def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings is None:
         return exit_codes.USAGE
     logs.configure(settings.log_level)
+    # Imported here: every module loaded stays in the entrypoint's memory for the pod's life.
+    from h2o_k8s_discovery.sidecar import run_sidecar  # noqa: PLC0415
+
     return asyncio.run(run_sidecar(settings))
 
 
 def _demo(args: argparse.Namespace, _env: Mapping[str, str]) -> int:
     logs.configure("WARNING", json_lines=False)
+    # Imported here: the demo's DNS server and jar fetcher have no place in a pod's memory.
+    from h2o_k8s_discovery.demo import Demo, DemoOptions  # noqa: PLC0415
+
     options = DemoOptions(
         nodes=args.nodes,
         h2o_base_port=args.h2o_port,

@@ -45,4 +45,5 @@ Snapshot = tuple[Peer, ...]
 
 def snapshot(peers: list[Peer] | set[Peer] | tuple[Peer, ...]) -> Snapshot:
     """Sorted, de-duplicated peers: the canonical form of one DNS poll."""
-    return tuple(sorted(set(peers)))
+    # One key per peer, instead of two per comparison through __lt__.
+    return tuple(sorted(set(peers), key=Peer.sort_key))

@@ -12,7 +12,6 @@ import logging
 
 from aiohttp import web
 
-from h2o_k8s_discovery import metrics
 from h2o_k8s_discovery.agreement import PEERS_PATH
 from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.node_state import NodeState
@@ -56,6 +55,10 @@ async def _peers(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    # Imported on the first scrape: prometheus_client costs megabytes a pod never scraped
+    # would carry for nothing.
+    from h2o_k8s_discovery import metrics  # noqa: PLC0415
+
     body = metrics.render(request.app[_STATE_KEY])
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
