@@ -408,6 +408,14 @@ def _interpreter_reveals() -> list[str]:
     return reveals
 
 
+def _kept_under_tmp() -> list[str]:
+    """``--keep`` for this venv when it lives under /tmp, which the pod's emptyDir hides."""
+    venv = Path(sys.prefix)
+    if venv.is_relative_to("/tmp"):
+        return ["--keep", str(venv)]
+    return []
+
+
 def _mount_namespace(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
@@ -564,6 +572,7 @@ def run_image(
         "--bind", f"{jar}:{image.environment()['H2O_JAR']}",
         "--bind", f"{installed}:{command_dir(image).parent}",
         *_interpreter_reveals(),
+        *_kept_under_tmp(),
         "--tmp", "tmpfs" if tmpfs else "none",
         "--user", f"{uid}:{gid}",
         "--workdir", image.workdir,

@@ -11,18 +11,21 @@
 #   --bind SRC:DEST  SRC (a file or a directory) appears at DEST
 #   --reveal P:M     an empty tmpfs on M, with only P kept at its place inside it: for an
 #                    interpreter under a directory the user may not enter (such as /root)
+#   --keep PATH      PATH (under /tmp) stays visible, read-only, on top of the fresh /tmp: the
+#                    test's own interpreter when the checkout lives under /tmp
 #   --tmp tmpfs      a fresh tmpfs on /tmp, the pod's emptyDir; none: /tmp stays part of the
 #                    read-only root
 # Every mount but /proc, /sys and /dev is then made read-only (readOnlyRootFilesystem), /tmp
 # aside, and COMMAND is looked up in the PATH of the environment given, as a runtime does.
 set -eu
 
-overlay= binds= reveals= tmp= user= workdir=
+overlay= binds= reveals= keeps= tmp= user= workdir=
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --overlay) overlay=$2; shift 2 ;;
         --bind) binds="$binds $2"; shift 2 ;;
         --reveal) reveals="$reveals $2"; shift 2 ;;
+        --keep) keeps="$keeps $2"; shift 2 ;;
         --tmp) tmp=$2; shift 2 ;;
         --user) user=$2; shift 2 ;;
         --workdir) workdir=$2; shift 2 ;;
@@ -67,24 +70,43 @@ for pair in $reveals; do
     rmdir "$overlay/.reveal-$n"
 done
 
-# Read-only: every mount still writable, except the kernel's own filesystems.
+# Stage each kept path in the overlay, before the fresh /tmp hides it.
+n=0
+for path in $keeps; do
+    n=$((n + 1))
+    mkdir "$overlay/.keep-$n"
+    mount --bind "$path" "$overlay/.keep-$n"
+done
+
+case "$tmp" in
+    tmpfs)
+        mount -t tmpfs -o mode=1777,nosuid,nodev emptydir /tmp
+        n=0
+        for path in $keeps; do
+            n=$((n + 1))
+            mkdir -p "$path"
+            mount --bind "$overlay/.keep-$n" "$path"
+        done
+        ;;
+    none) ;;
+    *) echo "image-root.sh: --tmp must be tmpfs or none, not $tmp" >&2; exit 64 ;;
+esac
+
+# Read-only: every mount still writable, except the kernel's own filesystems and the emptyDir.
 targets=$(awk '{ print $5, $6 }' /proc/self/mountinfo)
 echo "$targets" | while read -r target options; do
     target=$(printf '%b' "$target")
     case "$target" in
         /proc | /proc/* | /sys | /sys/* | /dev | /dev/*) continue ;;
     esac
+    if [ "$tmp" = tmpfs ] && [ "$target" = /tmp ]; then
+        continue
+    fi
     case ",$options," in
         *,ro,*) continue ;;
     esac
     mount -o remount,bind,ro "$target"
 done
-
-case "$tmp" in
-    tmpfs) mount -t tmpfs -o mode=1777,nosuid,nodev emptydir /tmp ;;
-    none) ;;
-    *) echo "image-root.sh: --tmp must be tmpfs or none, not $tmp" >&2; exit 64 ;;
-esac
 
 cd "$workdir"
 exec setpriv --reuid "${user%%:*}" --regid "${user#*:}" --clear-groups --no-new-privs \
