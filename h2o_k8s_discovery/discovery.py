@@ -229,7 +229,19 @@ class _Lookup:
             errors=self.errors,
             last_error=None if self.last_error is None else str(self.last_error),
         )
-        log.info("lookup over: %s", result.describe())
+        log.info(
+            "lookup over: %s",
+            result.describe(),
+            extra={
+                "event": "lookup",
+                "found": len(result.peers),
+                "expected": self.settings.expected_count,
+                "elapsed_s": round(result.elapsed, 3),
+                "reason": reason.value,
+                "polls": result.polls,
+                "dns_errors": result.errors,
+            },
+        )
         return result
 
 

@@ -96,6 +96,12 @@ class NodeState:
             status.cloud_size,
             (status.leader or "?").rpartition(":")[0],
             "leader" if self.is_leader else "follower",
+            extra={
+                "event": "formed",
+                "cloud_size": status.cloud_size,
+                "leader": status.leader,
+                "is_leader": self.is_leader,
+            },
         )
 
     def observe_members(self, lost: frozenset[Peer]) -> None:

@@ -97,7 +97,11 @@ class Entrypoint:
             log.error("%s", err)
             return exit_codes.FLATFILE
         log.info(
-            "flatfile %s lists %d peer(s): %s", flatfile, len(peers), " ".join(map(str, peers))
+            "flatfile %s lists %d peer(s): %s",
+            flatfile,
+            len(peers),
+            " ".join(map(str, peers)),
+            extra={"event": "flatfile", "peers": [str(peer) for peer in peers]},
         )
         try:
             self._launch()
@@ -175,7 +179,11 @@ class Entrypoint:
         )
         self.state.agreement = outcome.describe()
         if outcome.complete:
-            log.info("all %d peers agree on the peer set", len(agreed))
+            log.info(
+                "all %d peers agree on the peer set",
+                len(agreed),
+                extra={"event": "agreement", "peers": len(agreed), "agreed": True},
+            )
             return agreed
         if lookup.fail_on_timeout:
             log.error("no H2O started: the peers did not agree in time: %s", outcome.describe())
