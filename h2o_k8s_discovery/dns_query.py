@@ -47,6 +47,9 @@ def make_resolver(settings: LookupSettings) -> dns.asyncresolver.Resolver:
         resolver.nameservers = [str(settings.nameserver.ip)]
         resolver.port = settings.nameserver.port
     resolver.use_edns(0, 0, EDNS_PAYLOAD)
+    # One try may use the whole query budget: dnspython's own 2 s per try would cut off a
+    # server that answers in 3 s even when H2O_DNS_QUERY_TIMEOUT allows it.
+    resolver.timeout = settings.query_timeout
     # The lookup asks again soon anyway; a cached answer would hide pods that came or went.
     resolver.cache = None
     return resolver
@@ -190,7 +193,10 @@ def _classify(name: dns.name.Name, err: dns.resolver.NoNameservers) -> DnsQueryE
         return DnsQueryError(cause.lower(), f"{where} answered {cause} for {name}")
     if isinstance(cause, OSError):
         return DnsQueryError("unreachable", f"{where}: {cause.strerror or cause}")
-    return DnsQueryError("malformed", f"{where} sent an unusable answer for {name}: {cause}")
+    if isinstance(cause, EOFError):
+        return DnsQueryError("unreachable", f"{where} closed the TCP connection for {name}")
+    what = str(cause) or type(cause).__name__
+    return DnsQueryError("malformed", f"{where} sent an unusable answer for {name}: {what}")
 
 
 def _ip(text: str) -> IPAddress:
