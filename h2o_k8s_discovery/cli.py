@@ -36,7 +36,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     status: int = args.handler(args, os.environ)
+    _flush_or_let_go()
     return status
+
+
+def _flush_or_let_go() -> None:
+    """Flush stdout and stderr; if their reader is gone, drop them rather than the status.
+
+    Otherwise the interpreter's own final flush fails with EPIPE and exits 120, hiding the
+    JVM's status.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ would run its own discovery and bind the probe port itself.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,9 +15,6 @@ from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.errors import LaunchError
 from h2o_k8s_discovery.peers import IPAddress
 from h2o_k8s_discovery.settings import H2O_K8S_VARIABLES, LaunchSettings
-
-#: Option names whose value must never reach a log: -jks_pass, -Dx.password=, --token=, ...
-_SECRET = re.compile(r"pass|secret|token|credential|private", re.IGNORECASE)
 
 
 def jvm_command(
@@ -39,29 +35,6 @@ def jvm_command(
     if launch.cloud_name is not None:
         command += ["-name", launch.cloud_name]
     return [*command, *extra_args]
-
-
-def redacted(argv: Sequence[str]) -> list[str]:
-    """``argv`` fit for a log line: values of password-like options replaced by ``***``.
-
-    Covers ``-jks_pass VALUE`` (a flag whose name looks secret takes the next word) and
-    ``-Dsome.password=VALUE`` / ``--token=VALUE`` (a secret-looking name before ``=``).
-    """
-    shown: list[str] = []
-    hide_next = False
-    for word in argv:
-        if hide_next:
-            shown.append("***")
-            hide_next = False
-            continue
-        name, equals, _ = word.partition("=")
-        if word.startswith("-") and _SECRET.search(name):
-            if equals:
-                shown.append(f"{name}=***")
-                continue
-            hide_next = True
-        shown.append(word)
-    return shown
 
 
 def jvm_environment(env: Mapping[str, str]) -> dict[str, str]:

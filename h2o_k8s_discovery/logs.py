@@ -56,3 +56,22 @@ def configure(
     root.setLevel(level)
     # aiohttp logs every probe request at INFO; that is noise at a 5 s probe period.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(_QuietBadRequests())
+    # A log collector that went away must not turn into a traceback on every line.
+    logging.raiseExceptions = False
+
+
+class _QuietBadRequests(logging.Filter):
+    """A malformed request is the client's problem: one debug line, not an error traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Error handling request"):
+            return True
+        if logging.getLogger("h2o_k8s_discovery").isEnabledFor(logging.DEBUG):
+            error = record.exc_info[1] if record.exc_info else None
+            logging.getLogger("h2o_k8s_discovery.probes").debug(
+                "bad request refused: %s", error or record.getMessage()
+            )
+        return False

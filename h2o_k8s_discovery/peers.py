@@ -23,6 +23,8 @@ class Peer:
     @classmethod
     def parse(cls, ip: str, port: int) -> Self:
         """Build a peer from a textual address; raises ``ValueError`` on a malformed one."""
+        if "%" in ip:
+            raise ValueError(f"{ip!r}: a zone index has no place in a flatfile")
         return cls(ipaddress.ip_address(ip), port)
 
     def sort_key(self) -> tuple[int, int, int]:

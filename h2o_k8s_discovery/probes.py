@@ -71,8 +71,15 @@ class ProbeServer:
         self.host = host
         # handle_signals=False: the entrypoint owns signals; shutdown_timeout fits a pod's
         # grace period (aiohttp's default of 60 s does not).
+        # keepalive_timeout: an idle connection (or one that never sends a request) is closed
+        # after 5 s, so idle clients cannot pile up to the file-descriptor limit and starve
+        # the kubelet's probe (aiohttp's default keeps them for an hour).
         self.runner = web.AppRunner(
-            make_app(state), handle_signals=False, shutdown_timeout=1.0, access_log=None
+            make_app(state),
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            access_log=None,
+            keepalive_timeout=5.0,
         )
 
     async def start(self) -> None:

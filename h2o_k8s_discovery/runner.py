@@ -23,11 +23,12 @@ from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_pee
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
-from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment, redacted
+from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
 from h2o_k8s_discovery.pod_ip import own_ip, with_self
 from h2o_k8s_discovery.probes import ProbeServer
+from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
 from h2o_k8s_discovery.watch import watch_node
@@ -116,7 +117,7 @@ class Entrypoint:
         stopped = asyncio.create_task(self.stopped.wait(), name="stop-signal")
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        if task.done():
+        if task.done() and not self.stopped.is_set():
             return task.result()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -234,6 +235,8 @@ class Entrypoint:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
+        # Whatever the JVM left running in its process group goes with it, as under tini -g.
+        self.supervisor.forward(signal.SIGKILL)
         self.state.phase = Phase.EXITED
         self.state.exit_status = status
         return exit_codes.CLOUD_LOST if self.cloud_lost else status

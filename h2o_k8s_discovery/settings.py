@@ -21,6 +21,7 @@ from typing import TypeVar
 from h2o_k8s_discovery.constraints import StopReason
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress
+from h2o_k8s_discovery.redaction import redacted_text
 
 T = TypeVar("T")
 
@@ -247,7 +248,7 @@ class _EnvReader:
         try:
             return parse(raw)
         except ValueError as err:
-            self.problems.append(f"{name}={raw!r}: {err}")
+            self.problems.append(f"{name}={redacted_text(raw)!r}: {err}")
             return default
 
 
@@ -287,7 +288,8 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
 
 
 def _boolean(raw: str) -> bool:
-    word = raw.lower()
+    # ASCII only: str.lower() would turn look-alike letters into these words.
+    word = raw.lower() if raw.isascii() else raw
     if word in _TRUE_WORDS:
         return True
     if word in _FALSE_WORDS:
@@ -297,7 +299,7 @@ def _boolean(raw: str) -> bool:
 
 def _record_type(raw: str) -> RecordType:
     try:
-        return RecordType(raw.upper())
+        return RecordType(raw.upper() if raw.isascii() else raw)
     except ValueError:
         raise ValueError("expected A (A and AAAA records) or SRV") from None
 
@@ -320,10 +322,15 @@ def _dns_name(raw: str) -> str:
 
 
 def _ip_address(raw: str) -> IPAddress:
+    expected = "expected IPv4 or IPv6 without a zone, e.g. 10.42.0.12"
     try:
-        return ipaddress.ip_address(raw)
+        ip = ipaddress.ip_address(raw)
     except ValueError:
-        raise ValueError("not an IP address; expected IPv4 or IPv6, e.g. 10.42.0.12") from None
+        raise ValueError(f"not an IP address; {expected}") from None
+    if "%" in raw:
+        # A zone index (fe80::1%eth0) would end up in the flatfile and in H2O's -ip.
+        raise ValueError(f"has a zone index; {expected}")
+    return ip
 
 
 def _nameserver(raw: str) -> Nameserver:
@@ -358,7 +365,7 @@ def _words(raw: str) -> tuple[str, ...]:
 
 
 def _log_level(raw: str) -> str:
-    if raw.upper() not in _LOG_LEVELS:
+    if not raw.isascii() or raw.upper() not in _LOG_LEVELS:
         raise ValueError("expected one of " + ", ".join(_LOG_LEVELS))
     return raw.upper()
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.jvm import jvm_command, jvm_environment, redacted
+from h2o_k8s_discovery.jvm import jvm_command, jvm_environment
+from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.settings import LaunchSettings
 
 
