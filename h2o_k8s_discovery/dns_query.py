@@ -187,7 +187,9 @@ def _classify(name: dns.name.Name, err: dns.resolver.NoNameservers) -> DnsQueryE
     failures = err.kwargs.get("errors") or []
     if not failures:
         return DnsQueryError("unreachable", f"{name}: no nameserver to ask")
-    server, _tcp, port, cause, _response = failures[0]
+    # The last failure is the one that ended the query: after a truncated UDP answer, the TCP
+    # attempt's own failure.
+    server, _tcp, port, cause, _response = failures[-1]
     where = f"server {server} port {port}"
     if isinstance(cause, str):
         return DnsQueryError(cause.lower(), f"{where} answered {cause} for {name}")

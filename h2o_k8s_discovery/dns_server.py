@@ -445,6 +445,10 @@ class DnsServer:
                 await self._tcp_queries(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client closed, possibly mid-message: nothing left to answer
+        except asyncio.CancelledError:
+            # stop() ends the connection. This task is the stream server's own callback, with
+            # nobody awaiting it: letting the cancellation out only gets it logged as an error.
+            pass
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

@@ -235,8 +235,10 @@ class Entrypoint:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
-        # Whatever the JVM left running in its process group goes with it, as under tini -g.
+        # Whatever the JVM left running goes with it: its process group, as under tini -g, and
+        # anything that left the group and was handed to us as the subreaper.
         self.supervisor.forward(signal.SIGKILL)
+        self.supervisor.kill_adopted()
         self.state.phase = Phase.EXITED
         self.state.exit_status = status
         return exit_codes.CLOUD_LOST if self.cloud_lost else status

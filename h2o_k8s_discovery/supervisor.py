@@ -14,12 +14,14 @@ killed, 127 when the program is not found and 126 when it cannot be executed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from h2o_k8s_discovery.errors import LaunchError
 
@@ -198,6 +200,28 @@ class Supervisor:
             )
         self.forward(signal.SIGKILL)
         return await self.wait()
+
+    def kill_adopted(self) -> None:
+        """SIGKILL every remaining child: descendants that left the JVM's group and were
+        reparented to us as the subreaper. As PID 1 the kernel does this when we exit; as a
+        subreaper nobody would, and they would outlive the container's main process.
+        """
+        me = str(os.getpid())
+        for entry in os.listdir("/proc"):
+            if not entry.isdecimal() or int(entry) == self._pid:
+                continue
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            ppid = next(
+                (line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), None
+            )
+            if ppid == me:
+                log.warning("killing pid %s, left behind by the JVM", entry)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), signal.SIGKILL)
+        self._reap()
 
     def close(self) -> None:
         """Remove the SIGCHLD handler and give up the subreaper role, after a last reap."""
