@@ -40,6 +40,21 @@ def test_demo_forms_a_cluster() -> None:
     assert "Traceback" not in done.stderr
 
 
+def free_port_pair() -> int:
+    """A port p with p + 1 free as well (H2O's two ports), right now."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two free neighbouring ports")
+
+
 def test_port_in_use_is_a_clear_error() -> None:
     """A port the demo needs is taken: it says which one and exits 1 before starting anything."""
     jar = ensure_h2o_jar(progress=False)
@@ -47,7 +62,17 @@ def test_port_in_use_is_a_clear_error() -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = demo("--exit-when-ready", "--api-port", str(port), "--jar", str(jar))
+        done = demo(
+            "--exit-when-ready",
+            "--nodes",
+            "1",
+            "--h2o-port",
+            str(free_port_pair()),
+            "--api-port",
+            str(port),
+            "--jar",
+            str(jar),
+        )
     assert done.returncode == 1
     assert f"port {port} (h2o-0's probe port) is in use" in done.stderr
     assert "Traceback" not in done.stderr
