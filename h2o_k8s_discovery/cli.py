@@ -127,14 +127,9 @@ def _discover(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if isinstance(outcome, signal.Signals):
         log.warning("lookup stopped by %s", outcome.name)
         return exit_codes.SIGNAL_BASE + outcome
-    if settings.lookup.falls_short(outcome.reason, len(outcome.peers)):
-        log.error(
-            "%d peer(s) found instead of the %s expected: nothing written "
-            "(H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s",
-            len(outcome.peers),
-            settings.lookup.expected_count,
-            " ".join(map(str, outcome.peers)) or "none",
-        )
+    shortfall = outcome.shortfall(settings.lookup)
+    if shortfall is not None:
+        log.error("nothing written (H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s", shortfall)
         return exit_codes.LOOKUP_FAILED
     sys.stdout.write(render_flatfile(outcome.peers))
     sys.stdout.flush()

@@ -60,6 +60,24 @@ class LookupResult:
     #: The last DNS error seen, if any (``"timeout: ..."``).
     last_error: str | None
 
+    def shortfall(self, settings: LookupSettings) -> str | None:
+        """Why this lookup must not be used when failing closed, or ``None`` when it may.
+
+        It falls short when it timed out without exactly the expected count, or without a
+        single answer from DNS (an empty set then means "unknown", not "no pods").
+        """
+        if not settings.fail_on_timeout or self.reason is not StopReason.TIMEOUT:
+            return None
+        found = " ".join(map(str, self.peers)) or "none"
+        if self.polls == 0:
+            return f"DNS never answered ({self.last_error}); found: {found}"
+        if settings.expected_count not in (None, len(self.peers)):
+            return (
+                f"{len(self.peers)} peer(s) published instead of the "
+                f"{settings.expected_count} expected after {self.elapsed:.0f}s: {found}"
+            )
+        return None
+
     def describe(self) -> str:
         """One line for logs and the CLI."""
         why = {

@@ -132,16 +132,9 @@ class Entrypoint:
         self.state.lookup_seconds = result.elapsed
         me = Peer(own_ip(self.settings.launch.pod_ip, result.peers), self._own_port())
         self.state.self_peer = me
-        expected = lookup.expected_count
-        if lookup.falls_short(result.reason, len(result.peers)):
-            log.error(
-                "no H2O started: %d peer(s) published instead of the %s expected after %.0fs "
-                "(H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s",
-                len(result.peers),
-                expected,
-                result.elapsed,
-                " ".join(map(str, result.peers)) or "none",
-            )
+        shortfall = result.shortfall(lookup)
+        if shortfall is not None:
+            log.error("no H2O started (H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s", shortfall)
             return exit_codes.LOOKUP_FAILED
         peers = with_self(result.peers, me)
         self.state.peers = peers

@@ -18,7 +18,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from h2o_k8s_discovery.constraints import StopReason
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress
 from h2o_k8s_discovery.redaction import redacted_text
@@ -98,14 +97,6 @@ class LookupSettings:
     #: Seconds the peers may take to agree after the lookup ended, when the lookup's own
     #: deadline leaves less (a lookup that ends at its timeout still gets this long).
     agreement_timeout: float = 30.0
-
-    def falls_short(self, reason: StopReason, found: int) -> bool:
-        """Fail closed: the lookup timed out without exactly the expected count."""
-        return (
-            self.fail_on_timeout
-            and reason is StopReason.TIMEOUT
-            and self.expected_count not in (None, found)
-        )
 
     @property
     def absolute_name(self) -> str:

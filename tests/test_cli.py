@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
+from tests.dnsmasq import free_port
 from tests.test_settings import BAD_VALUES
 
 SERVICE = "h2o-service.h2o.svc.cluster.local"
@@ -74,7 +75,21 @@ def test_discover_fails_closed(dns: DnsServer, tmp_path: Path) -> None:
     assert done.returncode == 69
     assert done.stdout == ""
     assert not target.exists()
-    assert "2 peer(s) found instead of the 3 expected" in done.stderr
+    assert "2 peer(s) published instead of the 3 expected" in done.stderr
+
+
+def test_discover_fails_closed_when_dns_never_answered(tmp_path: Path) -> None:
+    """Without a count, a lookup that never got one DNS answer is not "no pods": exit 69."""
+    env = {
+        "H2O_KUBERNETES_SERVICE_DNS": SERVICE,
+        "H2O_DNS_NAMESERVER": f"127.0.0.1:{free_port()}",
+        "H2O_NODE_LOOKUP_TIMEOUT": "1",
+        "H2O_DNS_QUERY_TIMEOUT": "0.3",
+    }
+    done = command("discover", "--write", str(tmp_path / "flatfile"), env=env)
+    assert done.returncode == 69
+    assert "DNS never answered" in done.stderr
+    assert not (tmp_path / "flatfile").exists()
 
 
 def test_discover_fail_open_writes_what_it_found(dns: DnsServer, tmp_path: Path) -> None:
