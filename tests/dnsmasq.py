@@ -20,7 +20,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +29,8 @@ import dns.exception
 import dns.message
 import dns.query
 import pytest
+
+from tests.net import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
 SKIP_REASON = "dnsmasq not installed; .ci/run installs dnsmasq-base"
@@ -41,16 +42,6 @@ STOP_DEADLINE = 5.0
 BIND_ATTEMPTS = 3
 POLL_INTERVAL = 0.02
 EXIT_BIND_FAILED = 2  # dnsmasq's status for "failed to create listening socket"
-
-
-def free_port(host: str = HOST) -> int:
-    """A port free for both UDP and TCP right now (another process may still take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind((host, 0))
-        port = int(udp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, port))
-    return port
 
 
 def write_hosts(records: Mapping[str, Sequence[str]], path: Path) -> Path:

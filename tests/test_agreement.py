@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -15,16 +14,10 @@ from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
 from h2o_k8s_discovery.probes import ProbeServer
+from tests.net import free_port
 
 PEERS = snapshot([Peer.parse(f"127.0.0.{i}", 54321) for i in (1, 2, 3)])
 ME = PEERS[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

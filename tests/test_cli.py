@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from tests.dnsmasq import free_port
+from tests.net import free_port
 from tests.test_settings import BAD_VALUES
 
 SERVICE = "h2o-service.h2o.svc.cluster.local"

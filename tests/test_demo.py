@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.jar import ensure_h2o_jar
+from tests.net import free_port_pair
 
 
 def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,21 +39,6 @@ def test_demo_forms_a_cluster() -> None:
     assert "peers: 127.0.0.1:55321 127.0.0.1:55323 127.0.0.1:55325" in out
     assert f"http://{leader.group(1)}/flow/index.html" in out
     assert "Traceback" not in done.stderr
-
-
-def free_port_pair() -> int:
-    """A port p with p + 1 free as well (H2O's two ports), right now."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no two free neighbouring ports")
 
 
 def test_port_in_use_is_a_clear_error() -> None:

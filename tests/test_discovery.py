@@ -18,7 +18,8 @@ from h2o_k8s_discovery.dns_server import DnsServer, Fault
 from h2o_k8s_discovery.flatfile import render_flatfile
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.settings import LookupSettings, Nameserver, RecordType
-from tests.dnsmasq import free_port, requires_dnsmasq, running_dnsmasq
+from tests.dnsmasq import requires_dnsmasq, running_dnsmasq
+from tests.net import free_port
 
 SERVICE = "h2o-service.h2o.svc.cluster.local"
 

@@ -26,7 +26,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from h2o_k8s_discovery.settings import LookupSettings, ProbeSettings
+from tests.net import free_port, free_port_pair
 
 T = TypeVar("T")
 
@@ -374,22 +374,6 @@ def dns() -> Iterator[DnsServer]:
         yield server
 
 
-def _free_port(pair: bool = False) -> int:
-    """A TCP port free on loopback now (with ``pair``: the next one free too, as H2O needs)."""
-    while True:
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
-            if not pair:
-                return port
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-
-
 def _first_closed_ancestor(path: Path) -> Path | None:
     """The outermost directory above ``path`` that other users cannot enter, if any."""
     for ancestor in reversed(path.parents):
@@ -533,10 +517,10 @@ class ImageRun:
 def pod_env(image: ImageConfig, install_dir: PurePosixPath, dns: DnsServer) -> dict[str, str]:
     """The image's ENV plus what a one-pod StatefulSet adds, on ports free on loopback."""
     env = image.environment()
-    h2o_port = _free_port(pair=True)
-    api_port = _free_port()
+    h2o_port = free_port_pair()
+    api_port = free_port()
     while api_port in (h2o_port, h2o_port + 1):
-        api_port = _free_port()
+        api_port = free_port()
     env.update(
         {
             # The image's venv finds the package in its site-packages; this interpreter is the

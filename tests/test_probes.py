@@ -18,6 +18,7 @@ from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.probes import ProbeServer
+from tests.net import free_port
 
 PEERS = tuple(Peer.parse(f"10.0.0.{i}", 54321) for i in (1, 2, 3))
 
@@ -136,13 +137,6 @@ def test_odd_cloud_answers_are_rejected(body: dict[str, Any]) -> None:
     """A /3/Cloud answer missing a field or with a wrong type is a ValueError, not a guess."""
     with pytest.raises(ValueError, match="/3/Cloud"):
         CloudStatus.parse(body)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

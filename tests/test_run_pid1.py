@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
+from tests.net import free_port
 
 pytestmark = [
     pytest.mark.root,
@@ -34,13 +34,6 @@ SERVICE = "h2o-service.pid1.svc.cluster.local"
 FAKE_JAVA = Path(__file__).parent / "children" / "fake_java.py"
 REPO = Path(__file__).resolve().parent.parent
 UNSHARE = shutil.which("unshare") or "unshare"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
