@@ -22,6 +22,10 @@ from h2o_k8s_discovery.peers import Peer, Snapshot
 log = logging.getLogger(__name__)
 
 PEERS_PATH = "/peers"
+#: Seconds before the first retry. Pods started together come up within a fraction of a second
+#: of each other, so a quick retry usually completes the agreement; later retries double up to
+#: the DNS poll interval, which bounds the load a long wait puts on the peers and the DNS.
+FIRST_RETRY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,7 @@ async def reach_agreement(
     """
     logged = ""
     timeout = aiohttp.ClientTimeout(total=max(0.2, min(1.0, interval)))
+    delay = min(FIRST_RETRY, interval)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             peers = await refresh()
@@ -118,4 +123,5 @@ async def reach_agreement(
             if outcome.describe() != logged:
                 logged = outcome.describe()
                 log.info("waiting for the peers to agree on %d peer(s): %s", len(peers), logged)
-            await asyncio.sleep(min(interval, remaining()))
+            await asyncio.sleep(min(delay, remaining()))
+            delay = min(delay * 2, interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
@@ -79,6 +80,30 @@ async def test_agreement_reached_once_views_converge() -> None:
     assert outcome.complete
     assert agreed == PEERS
     assert rounds[0] == 3
+
+
+async def test_a_peer_up_a_moment_later_is_asked_again_soon() -> None:
+    """Peers that start their servers a moment later are retried within the first retries, not
+    after a whole poll interval."""
+    port = free_port()
+    late = state_with(PEERS[:2])
+    rounds: list[float] = []
+
+    async def refresh() -> Snapshot:
+        rounds.append(asyncio.get_running_loop().time())
+        if len(rounds) == 3:
+            late.peers = PEERS  # the late peer has finished its own lookup
+        return PEERS
+
+    states = {"127.0.0.2": late, "127.0.0.3": state_with(PEERS)}
+    async with peer_servers(states, port), asyncio.timeout(5):
+        _, outcome = await reach_agreement(
+            refresh, port, ME, interval=30.0, remaining=lambda: math.inf
+        )
+    assert outcome.complete
+    assert len(rounds) == 3
+    # First retries come after 0.1 s, then 0.2 s, nowhere near the 30 s interval.
+    assert rounds[2] - rounds[0] < 2.0
 
 
 async def test_agreement_gives_up_at_the_deadline() -> None:
