@@ -18,8 +18,11 @@ setup: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# The jar (fetched once), then its JVM start-up cache next to it (made once per jar).
 jar: setup
 	$(PY) -m h2o_k8s_discovery.jar
+	H2O_JAR="$$($(PY) -m h2o_k8s_discovery.jar --quiet)" \
+	  $(VENV)/bin/h2o-k8s-discovery prepare-jvm --if-missing
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

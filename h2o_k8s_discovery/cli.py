@@ -18,10 +18,15 @@ from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes, logs
 from h2o_k8s_discovery.discovery import discover_peers
-from h2o_k8s_discovery.errors import ConfigError, FlatfileError, H2OK8sDiscoveryError
+from h2o_k8s_discovery.errors import (
+    ConfigError,
+    FlatfileError,
+    H2OK8sDiscoveryError,
+    StartupCacheError,
+)
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
 from h2o_k8s_discovery.runner import run_entrypoint
-from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.settings import Settings, launch_settings_from_env
 
 log = logging.getLogger("h2o_k8s_discovery")
 
@@ -93,6 +98,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sidecar.set_defaults(handler=_sidecar)
 
+    prepare = commands.add_parser(
+        "prepare-jvm",
+        help="build the JVM start-up cache for H2O_JAR (once, e.g. in an image build)",
+        description="Unpack the jar's native libraries and record a class-data-sharing archive "
+        "from one start of H2O alone on loopback, into H2O_JVM_STARTUP_CACHE (default: "
+        "<H2O_JAR>.startup). run then starts H2O seconds sooner. Takes 10-30 s.",
+    )
+    prepare.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="keep a cache already made for this jar (default: always rebuild)",
+    )
+    prepare.set_defaults(handler=_prepare_jvm)
+
     demo = commands.add_parser(
         "demo",
         help="form a real H2O cluster on this machine, as on Kubernetes",
@@ -163,6 +182,36 @@ def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from h2o_k8s_discovery.sidecar import run_sidecar  # noqa: PLC0415
 
     return asyncio.run(run_sidecar(settings))
+
+
+def _prepare_jvm(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        launch = launch_settings_from_env(env)
+    except ConfigError as err:
+        print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
+        return exit_codes.USAGE
+    if launch.startup_cache is None:
+        print("h2o-k8s-discovery: H2O_JVM_STARTUP_CACHE=off: nothing to prepare", file=sys.stderr)
+        return exit_codes.USAGE
+    logs.configure("INFO", json_lines=False)
+    # Imported here: preparing is a build step, not part of a pod's memory.
+    from h2o_k8s_discovery.startup_prepare import (  # noqa: PLC0415
+        ensure_startup_cache,
+        prepare_startup_cache,
+    )
+
+    prepare = ensure_startup_cache if args.if_missing else prepare_startup_cache
+    try:
+        prepare(
+            launch.jar,
+            launch.startup_cache,
+            progress=lambda step: log.info("prepare-jvm: %s", step),
+        )
+    except StartupCacheError as err:
+        print(f"h2o-k8s-discovery prepare-jvm: {err}", file=sys.stderr)
+        return exit_codes.FAILURE
+    log.info("prepare-jvm: JVM start-up cache for %s ready in %s", launch.jar, launch.startup_cache)
+    return exit_codes.OK
 
 
 def _demo(args: argparse.Namespace, _env: Mapping[str, str]) -> int:

@@ -28,8 +28,10 @@ from typing import Any, TextIO
 import aiohttp
 
 from h2o_k8s_discovery.dns_server import DnsServer
-from h2o_k8s_discovery.errors import H2OK8sDiscoveryError
+from h2o_k8s_discovery.errors import H2OK8sDiscoveryError, StartupCacheError
 from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.settings import default_startup_cache
+from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +206,21 @@ class Demo:
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def fetch_jar(self) -> Path:
+        """The cached h2o.jar, and its JVM start-up cache (both made once, on first use)."""
+        jar = ensure_h2o_jar(progress=True)
+        try:
+            ensure_startup_cache(
+                jar,
+                default_startup_cache(jar),
+                progress=lambda step: self.say(f"JVM start-up cache (once): {step}"),
+            )
+        except StartupCacheError as err:
+            self.say(f"no JVM start-up cache ({err}); H2O starts without it, a few seconds slower")
+        return jar
+
     async def run(self) -> int:
-        jar = self.options.jar or ensure_h2o_jar(progress=True)
+        jar = self.options.jar or self.fetch_jar()
         with tempfile.TemporaryDirectory(prefix="h2o-k8s-demo-") as root:
             pods = plan_pods(self.options, Path(root))
             check_prerequisites(pods)

@@ -48,3 +48,7 @@ class LaunchError(H2OK8sDiscoveryError):
     def __init__(self, message: str, exit_status: int) -> None:
         self.exit_status = exit_status
         super().__init__(message)
+
+
+class StartupCacheError(H2OK8sDiscoveryError):
+    """The JVM start-up cache is missing, made for another jar, or could not be prepared."""

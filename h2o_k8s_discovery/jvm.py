@@ -24,9 +24,10 @@ def jvm_command(
     port: int,
     own_ip: IPAddress,
     extra_args: Sequence[str] = (),
+    startup_options: Sequence[str] = (),
 ) -> list[str]:
-    """``java [JAVA_OPTS] -jar JAR -flatfile F -port P -ip IP [-name N] [extra args]``."""
-    command = ["java", *launch.java_opts]
+    """``java [cache options] [JAVA_OPTS] -jar JAR -flatfile F -port P -ip IP [-name N] [args]``."""
+    command = ["java", *startup_options, *launch.java_opts]
     if own_ip.version == 6:
         # H2O only speaks IPv6 when the JVM prefers it.
         command.append("-Djava.net.preferIPv6Addresses=true")

@@ -30,6 +30,7 @@ from h2o_k8s_discovery.pod_ip import own_ip, with_self
 from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.startup_cache import cached_startup_options
 from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
 from h2o_k8s_discovery.watch import watch_node
 
@@ -211,6 +212,13 @@ class Entrypoint:
             port=me.port,
             own_ip=me.ip,
             extra_args=self.extra_args,
+            startup_options=cached_startup_options(
+                launch.startup_cache,
+                explicit=launch.startup_cache_explicit,
+                jar=launch.jar,
+                java_opts=launch.java_opts,
+                env=self.env,
+            ),
         )
         self.state.phase = Phase.LAUNCHING
         log.info("launching H2O: %s", " ".join(redacted(argv)))

@@ -119,6 +119,10 @@ class LaunchSettings:
     shutdown_grace: float = 8.0
     #: This pod's IP (downward API ``POD_IP``); ``None``: detected from the interfaces.
     pod_ip: IPAddress | None = None
+    #: The JVM start-up cache (``prepare-jvm``); ``None``: off. Defaults to ``<jar>.startup``.
+    startup_cache: Path | None = Path("/opt/h2o/h2o.jar.startup")
+    #: Whether ``startup_cache`` was set by the user (a missing one is then a warning).
+    startup_cache_explicit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,15 @@ class Settings:
         return cls(lookup=lookup, launch=launch, probe=probe, log_level=log_level)
 
 
+def launch_settings_from_env(env: Mapping[str, str]) -> LaunchSettings:
+    """Only the JVM's settings (for ``prepare-jvm``, which needs no Service); ``ConfigError``."""
+    reader = _EnvReader(env)
+    launch = _read_launch(reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return launch
+
+
 def _read_lookup(reader: _EnvReader) -> LookupSettings:
     service_dns = reader.require("H2O_KUBERNETES_SERVICE_DNS", _dns_name)
     timeout = reader.get("H2O_NODE_LOOKUP_TIMEOUT", None, _positive_integer)
@@ -185,14 +198,24 @@ def _read_lookup(reader: _EnvReader) -> LookupSettings:
 
 def _read_launch(reader: _EnvReader) -> LaunchSettings:
     defaults = LaunchSettings()
+    jar = reader.get("H2O_JAR", defaults.jar, _path)
+    default_cache: Path | None = default_startup_cache(jar)
+    startup_cache = reader.get("H2O_JVM_STARTUP_CACHE", default_cache, _path_or_off)
     return LaunchSettings(
-        jar=reader.get("H2O_JAR", defaults.jar, _path),
+        jar=jar,
+        startup_cache=startup_cache,
+        startup_cache_explicit="H2O_JVM_STARTUP_CACHE" in reader.env,
         java_opts=reader.get("JAVA_OPTS", defaults.java_opts, _words),
         cloud_name=reader.get("H2O_CLOUD_NAME", None, _cloud_name),
         flatfile=reader.get("H2O_FLATFILE", defaults.flatfile, _path),
         shutdown_grace=reader.get("H2O_SHUTDOWN_GRACE", defaults.shutdown_grace, _seconds(0, 3600)),
         pod_ip=reader.get("POD_IP", None, _ip_address),
     )
+
+
+def default_startup_cache(jar: Path) -> Path:
+    """The JVM start-up cache that belongs to ``jar``: ``<jar>.startup`` next to it."""
+    return jar.parent / (jar.name + ".startup")
 
 
 def _h2o_timeout_rule(timeout: int | None, expected: int | None) -> float | None:
@@ -346,6 +369,15 @@ def _path(raw: str) -> Path:
     if raw == "" or "\x00" in raw:
         raise ValueError("expected a file path")
     return Path(raw)
+
+
+def _path_or_off(raw: str) -> Path | None:
+    if raw.lower() == "off":
+        return None
+    try:
+        return _path(raw)
+    except ValueError:
+        raise ValueError("expected a directory path, or off") from None
 
 
 def _words(raw: str) -> tuple[str, ...]:

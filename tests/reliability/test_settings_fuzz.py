@@ -76,6 +76,7 @@ KINDS = {
     "H2O_PORT": "port",
     "H2O_FLATFILE": "path",
     "H2O_JAR": "path",
+    "H2O_JVM_STARTUP_CACHE": "path_or_off",
     "H2O_DNS_POLL_INTERVAL": "positive_seconds",
     "H2O_DNS_QUERY_TIMEOUT": "positive_seconds",
     "H2O_DNS_BACKOFF_MAX": "positive_seconds",
@@ -101,6 +102,7 @@ FIELDS = {
     "H2O_PORT": "lookup.h2o_port",
     "H2O_FLATFILE": "launch.flatfile",
     "H2O_JAR": "launch.jar",
+    "H2O_JVM_STARTUP_CACHE": "launch.startup_cache",
     "H2O_DNS_POLL_INTERVAL": "lookup.poll_interval",
     "H2O_DNS_QUERY_TIMEOUT": "lookup.query_timeout",
     "H2O_DNS_BACKOFF_MAX": "lookup.backoff_max",
@@ -284,6 +286,7 @@ NEAR_VALID: dict[str, Callable[[tuple[str, int] | None], st.SearchStrategy[str]]
     "nameserver": nameservers,
     "ip": lambda dns: padded(zoned(ip_texts(dns is not None))),
     "path": lambda _: paths(),
+    "path_or_off": lambda _: paths() | padded(mixed_case(("off", "none"))),
     "words": lambda _: java_opts(),
     "cloud_name": lambda _: cloud_names(),
     "unknown": lambda _: st.one_of(SECONDS, mixed_case(BOOLEAN_WORDS), st.integers().map(str)),
@@ -353,6 +356,13 @@ def _path(raw: str, value: Any) -> None:
     assert value == Path(raw)
 
 
+def _path_or_off(raw: str, value: Any) -> None:
+    if raw.lower() == "off":
+        assert value is None
+    else:
+        _path(raw, value)
+
+
 def _cloud_name(raw: str, value: Any) -> None:
     assert re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", raw)
     assert value == raw
@@ -387,6 +397,7 @@ ACCEPTED: dict[str, Callable[[str, Any], None]] = {
     "nameserver": _nameserver,
     "ip": _ip,
     "path": _path,
+    "path_or_off": _path_or_off,
     "words": _words,
     "cloud_name": _cloud_name,
 }
