@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from h2o_k8s_discovery.errors import FlatfileError
-from h2o_k8s_discovery.flatfile import parse_flatfile, render_flatfile, write_flatfile
+from h2o_k8s_discovery.flatfile import (
+    feed_flatfile_pipe,
+    make_flatfile_pipe,
+    parse_flatfile,
+    render_flatfile,
+    write_flatfile,
+)
 from h2o_k8s_discovery.peers import Peer
+
+PEER = Peer.parse("10.0.0.1", 54321)
 
 peers_strategy = st.lists(
     st.builds(
@@ -86,3 +96,57 @@ def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(FlatfileError, match="cannot write the flatfile"):
         write_flatfile(blocker / "flatfile", [Peer.parse("10.0.0.1", 1)])
+
+
+async def read_pipe(path: Path) -> tuple[asyncio.subprocess.Process, asyncio.Task[bytes]]:
+    """A reader like H2O: ``cat`` opens the pipe and reads it to the end."""
+    reader = await asyncio.create_subprocess_exec("cat", str(path), stdout=asyncio.subprocess.PIPE)
+    assert reader.stdout is not None
+    return reader, asyncio.create_task(reader.stdout.read())
+
+
+async def test_pipe_delivers_every_byte_then_end_of_file(tmp_path: Path) -> None:
+    """A reader that opens the pipe later gets the whole flatfile, more than a pipe buffer
+    (64 KiB) included, and then end of file."""
+    path = tmp_path / "sub" / "flatfile"
+    make_flatfile_pipe(path)
+    assert stat.S_ISFIFO(path.stat().st_mode)
+    peers = [Peer.parse(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 54321) for i in range(5000)]
+    feeding = asyncio.create_task(feed_flatfile_pipe(path, peers, reader_alive=lambda: True))
+    reader, content = await read_pipe(path)  # the writer is already waiting for a reader
+    async with asyncio.timeout(10):
+        assert await feeding is True
+        assert (await content).decode() == render_flatfile(peers)
+        assert await reader.wait() == 0
+
+
+async def test_pipe_without_a_reader_gives_up_when_told(tmp_path: Path) -> None:
+    """No reader ever opens the pipe and the JVM is gone: the writer kept trying without
+    blocking in open(), then gives up with False."""
+    path = tmp_path / "flatfile"
+    make_flatfile_pipe(path)
+    asked = [0]
+
+    def alive() -> bool:
+        asked[0] += 1
+        return asked[0] <= 3  # the JVM dies after three tries
+
+    async with asyncio.timeout(5):
+        assert await feed_flatfile_pipe(path, [PEER], reader_alive=alive) is False
+    assert asked[0] == 4
+
+
+def test_pipe_replaces_a_stale_file(tmp_path: Path) -> None:
+    """A flatfile left by an earlier start is replaced by the pipe, never read by the new JVM."""
+    path = tmp_path / "flatfile"
+    path.write_text("10.0.0.9:54321\n")
+    make_flatfile_pipe(path)
+    assert stat.S_ISFIFO(path.stat().st_mode)
+
+
+def test_pipe_in_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    """The pipe cannot be made: FlatfileError naming the path, not an OSError."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(FlatfileError, match="cannot create the flatfile pipe"):
+        make_flatfile_pipe(blocker / "flatfile")
