@@ -443,6 +443,8 @@ def ours_environment(pod: Pod, jar: Path, cloud: str, size: int) -> dict[str, st
         "H2O_FLATFILE": str(pod.workdir / "flatfile"),
         "POD_IP": pod.ip,
         "H2O_CLOUD_NAME": cloud,
+        # As in docker/kubernetes/h2o-cluster.yaml: H2O boots while the peers are looked up.
+        "H2O_JVM_EARLY_START": "true",
     }
 
 

@@ -2,9 +2,14 @@
 
 probes up -> lookup -> flatfile -> JVM -> watch the cloud -> JVM exits -> exit with its status.
 
+With ``H2O_JVM_EARLY_START`` the JVM starts first, on a named pipe as its flatfile, and boots
+while the lookup runs; the peers are written into the pipe once they are agreed. Until then that
+JVM belongs to no cloud: a failed lookup or a stop signal kills it, as if it had never started.
+
 Signals decide the path: during the lookup, a stop signal ends it at once and no JVM is
-started; once the JVM runs, SIGTERM and SIGINT turn readiness off, are forwarded, and after the
-grace time the JVM's process group is killed; every other forwarded signal just passes through.
+started (or the waiting one is killed); once the JVM has its peers, SIGTERM and SIGINT turn
+readiness off, are forwarded, and after the grace time the JVM's process group is killed; every
+other forwarded signal just passes through.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
@@ -22,7 +28,7 @@ from h2o_k8s_discovery.agreement import reach_agreement
 from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_peers
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
-from h2o_k8s_discovery.flatfile import write_flatfile
+from h2o_k8s_discovery.flatfile import feed_flatfile_pipe, make_flatfile_pipe, write_flatfile
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
@@ -67,7 +73,10 @@ class Entrypoint:
         self.stop_signal: signal.Signals | None = None
         self.stopped = asyncio.Event()
         self.shutdown: asyncio.Task[int] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.cloud_lost = False
+        #: True while an early-started JVM waits for its peers on the flatfile pipe.
+        self.jvm_waiting = False
         if settings.probe.exit_on_cloud_loss:
             self.state.on_damage = self._on_cloud_damage
 
@@ -82,35 +91,116 @@ class Entrypoint:
         try:
             return await self._lifecycle()
         finally:
+            for task in self._background:
+                task.cancel()
             self._remove_signal_handlers()
             await self.server.stop()
             self.supervisor.close()
 
     async def _lifecycle(self) -> int:
+        early = self.settings.launch.early_start
+        if early:
+            status = self._launch_waiting()
+            if status is not None:
+                return status
         peers = await self._until_stopped(self._find_peers())
-        if peers is None:
-            return self._stopped_status()
-        if isinstance(peers, int):
-            return peers
-        flatfile = self.settings.launch.flatfile
+        if peers is None or isinstance(peers, int):
+            status = self._stopped_status() if peers is None else peers
+            return await self._discard_waiting_jvm(status) if early else status
+        if early:
+            status = await self._hand_over(peers)
+            if status is not None:
+                return status
+        else:
+            try:
+                write_flatfile(self.settings.launch.flatfile, peers)
+            except FlatfileError as err:
+                log.error("%s", err)
+                return exit_codes.FLATFILE
+            self._log_flatfile(peers, "written")
+            try:
+                self._launch(self.settings.launch.flatfile)
+            except LaunchError as err:
+                log.error("%s", err)
+                return err.exit_status
+        return await self._supervise()
+
+    def _log_flatfile(self, peers: Snapshot, how: str) -> None:
+        log.info(
+            "flatfile %s lists %d peer(s): %s (%s)",
+            self.settings.launch.flatfile,
+            len(peers),
+            " ".join(map(str, peers)),
+            how,
+            extra={"event": "flatfile", "peers": [str(peer) for peer in peers]},
+        )
+
+    def _launch_waiting(self) -> int | None:
+        """Start the JVM on a flatfile pipe before the lookup; an exit status if it cannot."""
+        launch = self.settings.launch
+        assert launch.pod_ip is not None  # noqa: S101 - required by the settings
+        self.state.self_peer = Peer(launch.pod_ip, self._own_port())
         try:
-            write_flatfile(flatfile, peers)
+            make_flatfile_pipe(launch.flatfile)
         except FlatfileError as err:
             log.error("%s", err)
             return exit_codes.FLATFILE
-        log.info(
-            "flatfile %s lists %d peer(s): %s",
-            flatfile,
-            len(peers),
-            " ".join(map(str, peers)),
-            extra={"event": "flatfile", "peers": [str(peer) for peer in peers]},
-        )
         try:
-            self._launch()
+            self._launch(launch.flatfile, waiting=True)
         except LaunchError as err:
             log.error("%s", err)
             return err.exit_status
-        return await self._supervise()
+        self.jvm_waiting = True
+        watcher = asyncio.create_task(self._notice_early_exit(), name="early-jvm")
+        self._background.add(watcher)
+        watcher.add_done_callback(self._background.discard)
+        return None
+
+    async def _notice_early_exit(self) -> None:
+        # A JVM that dies while it waits (bad JAVA_OPTS, no memory) ends the lookup at once.
+        await self.supervisor.wait()
+        if self.jvm_waiting:
+            self.stopped.set()
+
+    async def _hand_over(self, peers: Snapshot) -> int | None:
+        """Write the peers into the waiting JVM's pipe; an exit status if that JVM is gone."""
+        flatfile = self.settings.launch.flatfile
+        try:
+            fed = await self._until_stopped(
+                feed_flatfile_pipe(flatfile, peers, reader_alive=lambda: self.supervisor.running)
+            )
+        except FlatfileError as err:
+            log.error("%s", err)
+            return await self._discard_waiting_jvm(exit_codes.FLATFILE)
+        if not fed:
+            return await self._discard_waiting_jvm(self._stopped_status())
+        self.jvm_waiting = False
+        self.state.phase = Phase.FORMING
+        self._log_flatfile(peers, "handed to the waiting JVM")
+        try:
+            # H2O has read the pipe: a plain file now, for whoever looks at the pod.
+            write_flatfile(flatfile, peers)
+        except FlatfileError as err:
+            log.warning("%s (H2O already has its peers)", err)
+        return None
+
+    async def _discard_waiting_jvm(self, status: int) -> int:
+        """Kill the JVM that never got its peers, and all it started; return ``status``, or the
+        JVM's own exit status when it ended by itself."""
+        ended_by_itself = not self.supervisor.running
+        self.supervisor.forward(signal.SIGKILL)
+        jvm_status = await self.supervisor.wait()
+        self.supervisor.kill_adopted()
+        self.jvm_waiting = False
+        self.state.phase = Phase.EXITED
+        self.state.exit_status = jvm_status
+        with contextlib.suppress(OSError):
+            self.settings.launch.flatfile.unlink()
+        if ended_by_itself:
+            log.error("H2O exited with status %d before it was given its peers", jvm_status)
+            return jvm_status
+        log.info("the waiting H2O JVM was stopped before it was given any peers")
+        return status
 
     async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
         """``work``'s result, or ``None`` when a stop signal came first (``work`` cancelled)."""
@@ -201,14 +291,14 @@ class Entrypoint:
             self.state.peers = event.peers
             self.state.dns_polls += 1
 
-    def _launch(self) -> None:
+    def _launch(self, flatfile: Path, *, waiting: bool = False) -> None:
         launch = self.settings.launch
         me = self.state.self_peer
-        assert me is not None  # noqa: S101 - set by the lookup
+        assert me is not None  # noqa: S101 - set by the lookup, or from POD_IP
         check_jar(launch.jar)
         argv = jvm_command(
             launch,
-            flatfile=launch.flatfile,
+            flatfile=flatfile,
             port=me.port,
             own_ip=me.ip,
             extra_args=self.extra_args,
@@ -220,11 +310,17 @@ class Entrypoint:
                 env=self.env,
             ),
         )
-        self.state.phase = Phase.LAUNCHING
-        log.info("launching H2O: %s", " ".join(redacted(argv)))
+        if not waiting:
+            self.state.phase = Phase.LAUNCHING
+        log.info(
+            "launching H2O%s: %s",
+            " early, to wait for its peers on the flatfile pipe" if waiting else "",
+            " ".join(redacted(argv)),
+        )
         self.state.jvm_pid = self.supervisor.spawn(argv, jvm_environment(self.env))
         self.state.jvm_starts += 1
-        self.state.phase = Phase.FORMING
+        if not waiting:
+            self.state.phase = Phase.FORMING
 
     async def _supervise(self) -> int:
         watching = asyncio.create_task(watch_node(self.state), name="watch-node")
@@ -258,7 +354,7 @@ class Entrypoint:
         self.shutdown = asyncio.create_task(self.supervisor.terminate(grace, signal.SIGTERM))
 
     def _on_signal(self, signum: signal.Signals) -> None:
-        if self.supervisor.running:
+        if self.supervisor.running and not self.jvm_waiting:
             self._signal_jvm(signum)
         elif signum in _STOP_SIGNALS:
             log.info("%s received before H2O started: stopping", signum.name)

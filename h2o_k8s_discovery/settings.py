@@ -123,6 +123,9 @@ class LaunchSettings:
     startup_cache: Path | None = Path("/opt/h2o/h2o.jar.startup")
     #: Whether ``startup_cache`` was set by the user (a missing one is then a warning).
     startup_cache_explicit: bool = False
+    #: Start the JVM at once, waiting on a named pipe as its flatfile until the peers are known,
+    #: so it boots while the lookup runs. Needs ``pod_ip``: the JVM's ``-ip`` is fixed at start.
+    early_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,7 @@ class Settings:
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
         _check_ports_apart(reader, lookup.h2o_port, probe.api_port)
+        _check_early_start(reader, launch)
         if reader.problems:
             raise ConfigError(reader.problems)
         return cls(lookup=lookup, launch=launch, probe=probe, log_level=log_level)
@@ -210,6 +214,7 @@ def _read_launch(reader: _EnvReader) -> LaunchSettings:
         flatfile=reader.get("H2O_FLATFILE", defaults.flatfile, _path),
         shutdown_grace=reader.get("H2O_SHUTDOWN_GRACE", defaults.shutdown_grace, _seconds(0, 3600)),
         pod_ip=reader.get("POD_IP", None, _ip_address),
+        early_start=reader.get("H2O_JVM_EARLY_START", False, _boolean),
     )
 
 
@@ -232,6 +237,15 @@ def _check_ports_apart(reader: _EnvReader, h2o_port: int, api_port: int) -> None
         reader.problems.append(
             f"H2O_KUBERNETES_API_PORT={api_port} collides with H2O's ports {h2o_port} and "
             f"{h2o_port + 1} (H2O_PORT and H2O_PORT + 1): choose another API port"
+        )
+
+
+def _check_early_start(reader: _EnvReader, launch: LaunchSettings) -> None:
+    if launch.early_start and launch.pod_ip is None and "POD_IP" not in reader.env:
+        reader.problems.append(
+            f"H2O_JVM_EARLY_START={reader.env.get('H2O_JVM_EARLY_START')!r} needs POD_IP (the "
+            "downward API's status.podIP): the JVM starts before the lookup, with its own "
+            "address on its command line"
         )
 
 

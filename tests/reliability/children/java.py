@@ -14,6 +14,8 @@ Behaviours:
   JVM does after its shutdown hooks.
 - ``twice``: like ``trap`` but exit only on the second TERM or INT.
 - ``stubborn``: record and ignore TERM and INT; run until killed.
+- ``flatfile``: read the flatfile now, as H2O does during its boot (on a pipe this waits until
+  the peers are written), and keep a copy as ``flatfile`` in the evidence.
 - ``cloud``: also serve ``GET /3/Cloud`` on ``-ip``/``-port``, reporting a formed, healthy cloud
   of every flatfile peer with this node as leader.
 - ``fork-exit[:group|:session]``: leave a running grandchild in its process group, one in a
@@ -72,10 +74,18 @@ def option(name: str) -> str:
     return sys.argv[sys.argv.index(name) + 1]
 
 
+def read_flatfile() -> str:
+    """The flatfile's text, read once (a pipe can only be read once)."""
+    copy = EVIDENCE / "flatfile"
+    if not copy.exists():
+        copy.write_text(Path(option("-flatfile")).read_text())
+    return copy.read_text()
+
+
 def serve_cloud() -> None:
     """Answer /3/Cloud like a node that formed a cloud of every flatfile peer, as leader."""
     ip, port = option("-ip"), int(option("-port"))
-    lines = Path(option("-flatfile")).read_text().split()
+    lines = read_flatfile().split()
     own = f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
     members = [own, *sorted(line for line in lines if line != own)]
     body = json.dumps(
@@ -168,6 +178,8 @@ def main() -> int:
             return fork_and_exit(arg)
         if name == "orphans":
             return leave_orphan()
+        if name == "flatfile":
+            read_flatfile()
         if name == "cloud":
             serve_cloud()
         if name in ("trap", "twice"):
