@@ -291,6 +291,22 @@ def test_image_files_live_in_the_image_directory(image: ImageConfig) -> None:
     assert PurePosixPath(image.environment()["H2O_JAR"]).is_relative_to(IMAGE_DIR)
 
 
+def test_image_prepares_the_startup_cache_of_its_jar(image: ImageConfig) -> None:
+    """The final stage runs prepare-jvm for H2O_JAR after that jar is in place: a cache made
+    before the jar changed would be refused at run time, and pods would start without it."""
+    steps = instructions(DOCKERFILE.read_text())
+    final = steps[max(i for i, (name, _) in enumerate(steps) if name == "FROM") :]
+    jar = image.environment()["H2O_JAR"]
+    copies = [i for i, (name, args) in enumerate(final) if name == "COPY" and args.endswith(jar)]
+    prepares = [
+        i for i, (name, args) in enumerate(final) if name == "RUN" and "prepare-jvm" in args
+    ]
+    assert copies, f"no COPY of {jar} in the final stage"
+    assert prepares, "no RUN ... prepare-jvm in the final stage"
+    assert prepares[-1] > copies[-1]
+    assert f"H2O_JAR={jar}" in final[prepares[-1]][1]
+
+
 def test_the_checks_catch_a_bad_final_stage(tmp_path: Path) -> None:
     """The checks read only the final stage and catch shell form, a named USER, paths off /tmp."""
     dockerfile = tmp_path / "Dockerfile"
