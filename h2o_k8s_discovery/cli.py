@@ -2,12 +2,15 @@
 
 Every error this package raises on purpose is turned into one clear line on stderr and an exit
 status from ``exit_codes`` here, at the boundary; nothing below prints or exits.
+
+Each command imports what it runs only once chosen: every module loaded stays in a long-lived
+process's memory for the pod's life, and ``sidecar`` has no use for dnspython or tenacity. So
+nothing at the top of this module imports asyncio, aiohttp or dnspython.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes, logs
-from h2o_k8s_discovery.discovery import discover_peers
 from h2o_k8s_discovery.errors import (
     ConfigError,
     FlatfileError,
@@ -25,7 +27,6 @@ from h2o_k8s_discovery.errors import (
     StartupCacheError,
 )
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
-from h2o_k8s_discovery.runner import run_entrypoint
 from h2o_k8s_discovery.settings import Settings, launch_settings_from_env
 
 log = logging.getLogger("h2o_k8s_discovery")
@@ -142,6 +143,8 @@ def _discover(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings is None:
         return exit_codes.USAGE
     logs.configure(settings.log_level)
+    from h2o_k8s_discovery.discovery import discover_peers  # noqa: PLC0415
+
     outcome = run_until_signal(discover_peers(settings.lookup, once=args.once))
     if isinstance(outcome, signal.Signals):
         log.warning("lookup stopped by %s", outcome.name)
@@ -170,6 +173,10 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     extra: list[str] = args.h2o_args
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    import asyncio  # noqa: PLC0415
+
+    from h2o_k8s_discovery.runner import run_entrypoint  # noqa: PLC0415
+
     return asyncio.run(run_entrypoint(settings, extra, env))
 
 
@@ -178,7 +185,8 @@ def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings is None:
         return exit_codes.USAGE
     logs.configure(settings.log_level)
-    # Imported here: every module loaded stays in the entrypoint's memory for the pod's life.
+    import asyncio  # noqa: PLC0415
+
     from h2o_k8s_discovery.sidecar import run_sidecar  # noqa: PLC0415
 
     return asyncio.run(run_sidecar(settings))
@@ -254,6 +262,7 @@ def run_until_signal(work: Coroutine[Any, Any, T]) -> T | signal.Signals:
     Needed because as PID 1 the process has no default action for these signals: without a
     handler a ``docker stop`` would wait for the SIGKILL.
     """
+    import asyncio  # noqa: PLC0415
 
     async def supervised() -> T | signal.Signals:
         loop = asyncio.get_running_loop()

@@ -74,7 +74,13 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
     return {"status": os.waitstatus_to_exitcode(wait_status), "timed_out": timed_out}
 
 
+def preload() -> None:
+    """Import what ``run`` imports once chosen (cli.py defers it), so no child pays for it."""
+    import h2o_k8s_discovery.runner  # noqa: F401, PLC0415
+
+
 def main() -> int:
+    preload()
     for line in sys.stdin:
         reply = run_one(json.loads(line))
         sys.stdout.write(json.dumps(reply) + "\n")
