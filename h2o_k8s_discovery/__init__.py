@@ -4,8 +4,9 @@ The library API: read ``Settings`` from the environment, ``discover_peers`` from
 Service's DNS records, and ``render_flatfile`` / ``write_flatfile`` for H2O's ``-flatfile``.
 
 ``discover_peers`` and ``LookupResult`` are imported on first use: they bring in asyncio,
-dnspython and tenacity, which the ``sidecar`` command never needs. Importing the package, as
-every command does first, stays cheap.
+dnspython and tenacity, which the ``sidecar`` command never needs and which ``run`` must import
+only after keeping OpenSSL out (``footprint.py``). Importing the package, as every command does
+first, stays cheap.
 """
 
 from __future__ import annotations

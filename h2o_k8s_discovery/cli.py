@@ -4,8 +4,8 @@ Every error this package raises on purpose is turned into one clear line on stde
 status from ``exit_codes`` here, at the boundary; nothing below prints or exits.
 
 Each command imports what it runs only once chosen: every module loaded stays in a long-lived
-process's memory for the pod's life, and ``sidecar`` has no use for dnspython or tenacity. So
-nothing at the top of this module imports asyncio, aiohttp or dnspython.
+process's memory, and ``run`` and ``sidecar`` must keep OpenSSL out before asyncio comes in
+(``footprint.py``). So nothing at the top of this module may import asyncio, aiohttp or dnspython.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from h2o_k8s_discovery.errors import (
     StartupCacheError,
 )
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
+from h2o_k8s_discovery.footprint import keep_openssl_out
 from h2o_k8s_discovery.settings import Settings, launch_settings_from_env
 
 log = logging.getLogger("h2o_k8s_discovery")
@@ -173,6 +174,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     extra: list[str] = args.h2o_args
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
     from h2o_k8s_discovery.runner import run_entrypoint  # noqa: PLC0415
@@ -185,6 +187,7 @@ def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings is None:
         return exit_codes.USAGE
     logs.configure(settings.log_level)
+    keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
     from h2o_k8s_discovery.sidecar import run_sidecar  # noqa: PLC0415

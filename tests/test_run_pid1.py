@@ -198,6 +198,18 @@ def test_sigterm_is_forwarded_and_status_kept(start: Callable[..., Pid1]) -> Non
     assert (pid1.evidence / "java-SIGTERM").exists()
 
 
+def test_entrypoint_maps_no_openssl(start: Callable[..., Pid1]) -> None:
+    """The running entrypoint never loaded libssl: it carries what it loads for the pod's life."""
+    pid1 = start("trap")
+    wait_for((pid1.evidence / "ready").exists, 20, "the stand-in JVM")
+    maps = Path(f"/proc/{pid1.entrypoint_pid()}/maps").read_text()
+    pid1.signal(signal.SIGTERM)
+    status, out = pid1.wait()
+    assert status == 0, out
+    assert "python" in maps  # the entrypoint's own map, not unshare's
+    assert "libssl" not in maps
+
+
 def test_other_signals_reach_the_whole_group(start: Callable[..., Pid1]) -> None:
     """HUP, USR1 and USR2 go to the JVM's process group: its own children get them too."""
     pid1 = start("group")

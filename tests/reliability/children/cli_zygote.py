@@ -23,6 +23,7 @@ import traceback
 from typing import Any
 
 from h2o_k8s_discovery import cli
+from h2o_k8s_discovery.footprint import keep_openssl_out
 
 
 def become_the_command(request: dict[str, Any]) -> int:
@@ -75,7 +76,9 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def preload() -> None:
-    """Import what ``run`` imports once chosen (cli.py defers it), so no child pays for it."""
+    """Import what ``run`` imports once chosen (cli.py defers it), so no child pays for it;
+    without OpenSSL, as ``run`` does."""
+    keep_openssl_out()
     import h2o_k8s_discovery.runner  # noqa: F401, PLC0415
 
 
