@@ -28,7 +28,8 @@ from h2o_k8s_discovery.agreement import reach_agreement
 from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_peers
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
-from h2o_k8s_discovery.flatfile import feed_flatfile_pipe, make_flatfile_pipe, write_flatfile
+from h2o_k8s_discovery.flatfile import write_flatfile
+from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
