@@ -1,21 +1,16 @@
 """The local H2O node's view of its cloud, read from ``GET /3/Cloud``.
 
-Parsing (``CloudStatus.parse``) is kept apart from I/O so the rules "has the cloud formed?" and
-"is this node the leader?" are tested on plain dictionaries. The leader is never predicted from
+Parsing (``CloudStatus.parse``) is kept apart from I/O (``cloud_watch``) so the rules "has the
+cloud formed?" and "is this node the leader?" are tested on plain dictionaries, and so the node's
+state can hold a status without importing an HTTP client. The leader is never predicted from
 addresses: it is whatever the node itself reports.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,55 +82,3 @@ def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{value!r} is not a boolean")
     return value
-
-
-async def fetch_cloud_status(session: aiohttp.ClientSession, url: str) -> CloudStatus | None:
-    """One ``GET /3/Cloud``; ``None`` while the node does not answer or answers oddly."""
-    try:
-        async with session.get(url) as response:
-            if response.status != 200:
-                log.debug("%s answered %d", url, response.status)
-                return None
-            return CloudStatus.parse(await response.json(content_type=None))
-    except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-        log.debug("%s: %s", url, err or type(err).__name__)
-        return None
-
-
-class CloudWatcher:
-    """Polls the local node's ``/3/Cloud``: quickly while the cloud forms, slowly after.
-
-    Each answer (or ``None`` when the node does not answer) goes to ``on_status``; the watcher
-    decides nothing itself.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        on_status: Callable[[CloudStatus | None], None],
-        *,
-        forming_interval: float = 0.1,
-        formed_interval: float = 0.5,
-        is_formed: Callable[[], bool],
-    ) -> None:
-        self.url = url
-        self.on_status = on_status
-        self.forming_interval = forming_interval
-        self.formed_interval = formed_interval
-        self.is_formed = is_formed
-
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        # A node that does not answer within 2 s counts as not answering this time.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
-            while True:
-                status = await fetch_cloud_status(session, self.url)
-                self.on_status(status)
-                formed = self.is_formed()
-                await asyncio.sleep(self.formed_interval if formed else self.forming_interval)
-
-
-def cloud_url(host: str, port: int) -> str:
-    """The ``/3/Cloud`` URL of the node at ``host`` (an IP literal) and ``port``."""
-    bracketed = f"[{host}]" if ":" in host else host
-    return f"http://{bracketed}:{port}/3/Cloud?skip_ticks=true"

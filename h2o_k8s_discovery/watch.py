@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from h2o_k8s_discovery.cloud import CloudStatus, CloudWatcher, cloud_url
+from h2o_k8s_discovery.cloud import CloudStatus
+from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from h2o_k8s_discovery.cloud import CloudStatus, CloudWatcher, cloud_url
+from h2o_k8s_discovery.cloud import CloudStatus
+from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
