@@ -21,12 +21,9 @@ import signal
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.agreement import reach_agreement
-from h2o_k8s_discovery.discovery import PollEvent, constraints_for, discover_peers
-from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
@@ -34,12 +31,14 @@ from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
 from h2o_k8s_discovery.pod_ip import own_ip, with_self
-from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.startup_cache import cached_startup_options
 from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
-from h2o_k8s_discovery.watch import watch_node
+
+if TYPE_CHECKING:
+    from h2o_k8s_discovery.discovery import PollEvent
+    from h2o_k8s_discovery.probes import ProbeServer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Entrypoint:
         self.env = env
         self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
         self.supervisor = Supervisor()
-        self.server = ProbeServer(self.state, settings.probe.api_port)
+        self.server: ProbeServer | None = None
         self.stop_signal: signal.Signals | None = None
         self.stopped = asyncio.Event()
         self.shutdown: asyncio.Task[int] | None = None
@@ -82,49 +81,61 @@ class Entrypoint:
             self.state.on_damage = self._on_cloud_damage
 
     async def run(self) -> int:
-        try:
-            await self.server.start()
-        except ProbeServerError as err:
-            log.error("%s", err)
-            return exit_codes.PORT_IN_USE
         self.supervisor.start()
         self._install_signal_handlers()
         try:
-            return await self._lifecycle()
+            return await self._serve_and_live()
         finally:
             for task in self._background:
                 task.cancel()
             self._remove_signal_handlers()
-            await self.server.stop()
+            if self.server is not None:
+                await self.server.stop()
             self.supervisor.close()
+
+    async def _serve_and_live(self) -> int:
+        early = self.settings.launch.early_start
+        if early and (status := self._launch_waiting()) is not None:
+            return status
+        # The HTTP server, the DNS client and the agreement client are imported only now (and
+        # the lookup's modules only in the lookup): with an early start, H2O boots meanwhile.
+        from h2o_k8s_discovery.probes import ProbeServer  # noqa: PLC0415
+
+        self.server = ProbeServer(self.state, self.settings.probe.api_port)
+        try:
+            await self.server.start()
+        except ProbeServerError as err:
+            log.error("%s", err)
+            if early:
+                return await self._discard_waiting_jvm(exit_codes.PORT_IN_USE)
+            return exit_codes.PORT_IN_USE
+        return await self._lifecycle()
 
     async def _lifecycle(self) -> int:
         early = self.settings.launch.early_start
-        if early:
-            status = self._launch_waiting()
-            if status is not None:
-                return status
         peers = await self._until_stopped(self._find_peers())
         if peers is None or isinstance(peers, int):
             status = self._stopped_status() if peers is None else peers
             return await self._discard_waiting_jvm(status) if early else status
-        if early:
-            status = await self._hand_over(peers)
-            if status is not None:
-                return status
-        else:
-            try:
-                write_flatfile(self.settings.launch.flatfile, peers)
-            except FlatfileError as err:
-                log.error("%s", err)
-                return exit_codes.FLATFILE
-            self._log_flatfile(peers, "written")
-            try:
-                self._launch(self.settings.launch.flatfile)
-            except LaunchError as err:
-                log.error("%s", err)
-                return err.exit_status
+        failed = await self._hand_over(peers) if early else self._write_and_launch(peers)
+        if failed is not None:
+            return failed
         return await self._supervise()
+
+    def _write_and_launch(self, peers: Snapshot) -> int | None:
+        """Write the flatfile and start the JVM on it; an exit status if either fails."""
+        try:
+            write_flatfile(self.settings.launch.flatfile, peers)
+        except FlatfileError as err:
+            log.error("%s", err)
+            return exit_codes.FLATFILE
+        self._log_flatfile(peers, "written")
+        try:
+            self._launch(self.settings.launch.flatfile)
+        except LaunchError as err:
+            log.error("%s", err)
+            return err.exit_status
+        return None
 
     def _log_flatfile(self, peers: Snapshot, how: str) -> None:
         log.info(
@@ -218,6 +229,8 @@ class Entrypoint:
 
     async def _find_peers(self) -> Snapshot | int:
         """The peers to write, this node included, or the exit status when there are none."""
+        from h2o_k8s_discovery.discovery import discover_peers  # noqa: PLC0415 - see run()
+
         lookup = self.settings.lookup
         started = time.monotonic()
         result = await discover_peers(lookup, on_poll=self._on_poll)
@@ -235,6 +248,11 @@ class Entrypoint:
         return peers
 
     async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
+        # Imported here, see run().
+        from h2o_k8s_discovery.agreement import reach_agreement  # noqa: PLC0415
+        from h2o_k8s_discovery.discovery import constraints_for  # noqa: PLC0415
+        from h2o_k8s_discovery.dns_query import make_resolver, poll_once  # noqa: PLC0415
+
         lookup = self.settings.lookup
         constraints = constraints_for(lookup)
         resolver = make_resolver(lookup)
@@ -324,6 +342,8 @@ class Entrypoint:
             self.state.phase = Phase.FORMING
 
     async def _supervise(self) -> int:
+        from h2o_k8s_discovery.watch import watch_node  # noqa: PLC0415 - see run()
+
         watching = asyncio.create_task(watch_node(self.state), name="watch-node")
         try:
             status = await self.supervisor.wait()

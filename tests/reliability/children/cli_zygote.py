@@ -76,10 +76,14 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def preload() -> None:
-    """Import what ``run`` imports once chosen (cli.py defers it), so no child pays for it;
-    without OpenSSL, as ``run`` does."""
+    """Import what ``run`` imports once chosen (cli.py and the runner defer it), so no child
+    pays for it; without OpenSSL, as ``run`` does."""
     keep_openssl_out()
-    import h2o_k8s_discovery.runner  # noqa: F401, PLC0415
+    import h2o_k8s_discovery.agreement  # noqa: PLC0415
+    import h2o_k8s_discovery.discovery  # noqa: PLC0415
+    import h2o_k8s_discovery.probes  # noqa: PLC0415
+    import h2o_k8s_discovery.runner  # noqa: PLC0415
+    import h2o_k8s_discovery.watch  # noqa: F401, PLC0415
 
 
 def main() -> int:
