@@ -21,10 +21,12 @@ not used at all; options the user set in ``JAVA_OPTS`` always win.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,9 @@ from h2o_k8s_discovery.errors import StartupCacheError
 log = logging.getLogger(__name__)
 
 ARCHIVE = "h2o.jsa"
+#: The same classes for JVMs without compressed oops (heaps of 32 GB or more), which cannot map
+#: an archive made with them.
+NOCOOPS_ARCHIVE = "h2o-nocoops.jsa"
 NATIVE_DIR = "native"
 MANIFEST = "manifest.json"
 #: java.library.path's built-in default on 64-bit Linux (after $LD_LIBRARY_PATH): kept behind
@@ -40,6 +45,12 @@ MANIFEST = "manifest.json"
 #: Compressed oops need a heap below 32 GB (with the default 8-byte object alignment).
 _COMPRESSED_OOPS_LIMIT = 32 << 30
 _MAX_HEAP = re.compile(r"(?:-Xmx|-XX:MaxHeapSize=)(\d+)([kKmMgGtT]?)")
+_SIZE = re.compile(r"(\d+)([kKmMgGtT]?)")
+_DEFAULT_MAX_RAM_PERCENTAGE = 25.0
+#: cgroup v2, then v1: where a container's memory limit is (the JVM's UseContainerSupport).
+_CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+#: cgroup v1 writes "no limit" as a huge number rather than "max".
+_NO_LIMIT = 1 << 60
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DEFAULT_LIBRARY_PATH = ("/usr/java/packages/lib", "/usr/lib64", "/lib64", "/lib", "/usr/lib")
 
@@ -67,6 +78,13 @@ class StartupCache:
     @property
     def archive(self) -> Path:
         return self.directory / ARCHIVE
+
+    @property
+    def nocoops_archive(self) -> Path:
+        return self.directory / NOCOOPS_ARCHIVE
+
+    def archive_for(self, compressed_oops: bool) -> Path:
+        return self.archive if compressed_oops else self.nocoops_archive
 
     @property
     def native_dir(self) -> Path:
@@ -100,20 +118,28 @@ def open_startup_cache(directory: Path, jar: Path) -> StartupCache:
 
 
 def startup_options(
-    cache: StartupCache, java_opts: Sequence[str], env: Mapping[str, str]
+    cache: StartupCache,
+    java_opts: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    memory: Callable[[], int | None] = lambda: None,
 ) -> tuple[list[str], list[str]]:
-    """The JVM options ``cache`` contributes, and a note for each part left out (and why)."""
+    """The JVM options ``cache`` contributes, and a note for each part left out (and why).
+
+    ``memory()``: the bytes the JVM will size its heap from when ``JAVA_OPTS`` do not say
+    (``available_memory``), ``None`` when unknown (then compressed oops are assumed).
+    """
     options: list[str] = []
     notes: list[str] = []
     if any(opt.startswith(("-XX:SharedArchiveFile=", "-Xshare:")) for opt in java_opts):
         notes.append("JAVA_OPTS chooses class data sharing itself: the cached archive is not used")
-    elif not compressed_oops(java_opts):
-        notes.append(
-            "JAVA_OPTS turn compressed oops off (-XX:-UseCompressedOops, or a heap of 32 GB or "
-            "more), which the cached archive was made with: it is not used"
-        )
-    elif cache.archive.is_file():
-        options.append(f"-XX:SharedArchiveFile={cache.archive}")
+    else:
+        coops = compressed_oops(java_opts, memory)
+        archive = cache.archive_for(coops)
+        if archive.is_file():
+            options.append(f"-XX:SharedArchiveFile={archive}")
+        else:
+            notes.append(f"no cached archive for {'' if coops else 'no '}compressed oops")
     if any(opt.startswith("-Djava.library.path=") for opt in java_opts):
         notes.append("JAVA_OPTS sets java.library.path: the cached libraries are not used")
     elif cache.native_dir.is_dir():
@@ -142,7 +168,9 @@ def cached_startup_options(
             level, "%s; H2O starts without it (prepare one: h2o-k8s-discovery prepare-jvm)", err
         )
         return []
-    options, notes = startup_options(cache, java_opts, env)
+    options, notes = startup_options(
+        cache, java_opts, env, memory=lambda: available_memory(java_opts)
+    )
     for note in notes:
         log.info("%s", note)
     log.info(
@@ -154,20 +182,64 @@ def cached_startup_options(
     return options
 
 
-def compressed_oops(java_opts: Sequence[str]) -> bool:
-    """False when JAVA_OPTS visibly turn compressed oops off: the archive then cannot be mapped.
+def compressed_oops(
+    java_opts: Sequence[str], memory: Callable[[], int | None] = lambda: None
+) -> bool:
+    """Whether the JVM started with ``java_opts`` will use compressed oops, as the JVM decides.
 
-    A heap sized by ``-XX:MaxRAMPercentage`` is not known here; past 32 GB the JVM skips the
-    archive by itself and starts as without it.
+    An explicit ``-XX:+/-UseCompressedOops`` wins; otherwise the heap must stay below 32 GB. The
+    heap is ``-Xmx`` when given, else ``MaxRAMPercentage`` (25 by default) of ``-XX:MaxRAM`` or of
+    ``memory()``. Near the 32 GB line a wrong guess only means the JVM skips the archive.
     """
-    switched_off = False
+    switched: bool | None = None
     heap: int | None = None
+    ram: int | None = None
+    percentage = _DEFAULT_MAX_RAM_PERCENTAGE
     for opt in java_opts:  # the last occurrence of an option wins, as in the JVM
         if opt in ("-XX:-UseCompressedOops", "-XX:+UseCompressedOops"):
-            switched_off = opt == "-XX:-UseCompressedOops"
+            switched = opt == "-XX:+UseCompressedOops"
         elif (size := _heap_bytes(opt)) is not None:
             heap = size
-    return not switched_off and (heap is None or heap < _COMPRESSED_OOPS_LIMIT)
+        elif (size := _size_option(opt, "-XX:MaxRAM=")) is not None:
+            ram = size
+        elif opt.startswith("-XX:MaxRAMPercentage="):
+            with contextlib.suppress(ValueError):
+                percentage = float(opt.partition("=")[2])
+    if heap is None:
+        ram = ram if ram is not None else memory()
+        heap = None if ram is None else int(ram * percentage / 100)
+    fits = heap is None or heap < _COMPRESSED_OOPS_LIMIT
+    return fits and switched is not False
+
+
+def available_memory(java_opts: Sequence[str] = ()) -> int | None:
+    """What the JVM sizes its heap from: the container's memory limit, else the machine's RAM
+    (always the machine's with ``-XX:-UseContainerSupport``)."""
+    support = [
+        o for o in java_opts if o in ("-XX:-UseContainerSupport", "-XX:+UseContainerSupport")
+    ]
+    if support and support[-1] == "-XX:-UseContainerSupport":
+        return _physical_memory()
+    for limit_file in _CGROUP_MEMORY_LIMITS:
+        try:
+            raw = Path(limit_file).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if raw.isdecimal() and int(raw) < _NO_LIMIT:
+            return min(int(raw), _physical_memory() or int(raw))
+    return _physical_memory()
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def _size_option(opt: str, prefix: str) -> int | None:
+    match = _SIZE.fullmatch(opt.removeprefix(prefix)) if opt.startswith(prefix) else None
+    return None if match is None else int(match[1]) * _UNITS[match[2].lower()]
 
 
 def _heap_bytes(opt: str) -> int | None:

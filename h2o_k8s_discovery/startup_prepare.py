@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from h2o_k8s_discovery.errors import StartupCacheError
@@ -72,14 +72,18 @@ def prepare_startup_cache(
         cache = StartupCache(work)
         progress("unpacking native libraries")
         unpacked = extract_native_libraries(jar, cache.native_dir)
-        progress("starting H2O once to record its classes")
-        java_version = _record_class_archive(jar, cache, java=java, timeout=timeout)
-        progress("checking the archive")
-        _check_archive(jar, cache, java=java, timeout=timeout)
+        archives: list[str] = []
+        for coops in (True, False):
+            archive = _record_archive(
+                jar, cache, coops, java=java, timeout=timeout, progress=progress
+            )
+            if archive is not None:
+                archives.append(archive.name)
         manifest = {
             "jar": {"path": identity.path, "size": identity.size, "mtime_ns": identity.mtime_ns},
-            "java": java_version,
+            "java": _java_version(java),
             "native_libraries": unpacked,
+            "archives": archives,
         }
         cache.manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _replace_dir(work, directory)
@@ -104,8 +108,49 @@ def extract_native_libraries(jar: Path, target: Path) -> list[str]:
     return sorted(names)
 
 
-def _record_class_archive(jar: Path, cache: StartupCache, *, java: str, timeout: float) -> str:
-    """Start H2O alone on loopback until its REST API answers, stop it; returns java's version.
+def _record_archive(
+    jar: Path,
+    cache: StartupCache,
+    coops: bool,
+    *,
+    java: str,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> Path | None:
+    """Record and check the archive for JVMs with (or without) compressed oops.
+
+    Only the first is required: the second serves heaps of 32 GB or more, and a JDK may lack
+    the base archive it builds on (``classes_nocoops.jsa``); then it is left out, with a note.
+    """
+    archive = cache.archive_for(coops)
+    flags = [] if coops else ["-XX:-UseCompressedOops"]
+    kind = "compressed oops" if coops else "no compressed oops (heaps of 32 GB or more)"
+    progress(f"starting H2O once to record its classes, {kind}")
+    try:
+        _record_class_archive(jar, cache, archive, flags, java=java, timeout=timeout)
+        progress(f"checking the archive, {kind}")
+        _check_archive(jar, cache, archive, flags, java=java, timeout=timeout)
+    except StartupCacheError as err:
+        if coops:
+            raise
+        progress(f"no archive for {kind}: {str(err).splitlines()[0]}")
+        archive.unlink(missing_ok=True)
+        for scratch in ("training", "check"):
+            shutil.rmtree(cache.directory / scratch, ignore_errors=True)
+        return None
+    return archive
+
+
+def _record_class_archive(
+    jar: Path,
+    cache: StartupCache,
+    archive: Path,
+    flags: Sequence[str],
+    *,
+    java: str,
+    timeout: float,
+) -> None:
+    """Start H2O alone on loopback until its REST API answers, then stop it.
 
     The JVM writes the archive (``-XX:ArchiveClassesAtExit``) while exiting after SIGTERM. The
     node lists only itself in its flatfile and binds loopback only, so it never looks for or
@@ -118,7 +163,8 @@ def _record_class_archive(jar: Path, cache: StartupCache, *, java: str, timeout:
     flatfile.write_text(f"127.0.0.1:{port}\n", encoding="ascii")
     command = [
         java,
-        f"-XX:ArchiveClassesAtExit={cache.archive}",
+        *flags,
+        f"-XX:ArchiveClassesAtExit={archive}",
         f"-Xmx{_TRAINING_HEAP}",
         f"-Djava.io.tmpdir={scratch / 'tmp'}",
         "-Djava.library.path=" + library_path(cache.native_dir, os.environ),
@@ -153,10 +199,9 @@ def _record_class_archive(jar: Path, cache: StartupCache, *, java: str, timeout:
             if jvm.poll() is None:
                 jvm.kill()
                 jvm.wait()
-    if not cache.archive.is_file():
-        raise StartupCacheError(f"H2O exited without writing {cache.archive}:\n{_tail(log_path)}")
+    if not archive.is_file():
+        raise StartupCacheError(f"H2O exited without writing {archive}:\n{_tail(log_path)}")
     shutil.rmtree(scratch)
-    return _java_version(java)
 
 
 def _wait_for_rest_api(
@@ -185,14 +230,23 @@ def _answers(port: int, path: str) -> bool:
         connection.close()
 
 
-def _check_archive(jar: Path, cache: StartupCache, *, java: str, timeout: float) -> None:
+def _check_archive(
+    jar: Path,
+    cache: StartupCache,
+    archive: Path,
+    flags: Sequence[str],
+    *,
+    java: str,
+    timeout: float,
+) -> None:
     """``-Xshare:on`` makes the JVM fail, not carry on without, when it cannot use the archive."""
     scratch = cache.directory / "check"
     scratch.mkdir()
     command = [
         java,
+        *flags,
         "-Xshare:on",
-        f"-XX:SharedArchiveFile={cache.archive}",
+        f"-XX:SharedArchiveFile={archive}",
         f"-Djava.io.tmpdir={scratch}",
         "-Djava.library.path=" + library_path(cache.native_dir, os.environ),
         "-jar",

@@ -18,6 +18,7 @@ from h2o_k8s_discovery.settings import LaunchSettings, default_startup_cache
 from h2o_k8s_discovery.startup_cache import (
     JarIdentity,
     StartupCache,
+    available_memory,
     cached_startup_options,
     compressed_oops,
     open_startup_cache,
@@ -35,7 +36,9 @@ def make_jar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def make_cache(directory: Path, jar: Path, *, archive: bool = True, native: bool = True) -> Path:
+def make_cache(
+    directory: Path, jar: Path, *, archive: bool = True, native: bool = True, nocoops: bool = True
+) -> Path:
     """A cache directory as prepare-jvm leaves it, recorded for ``jar``."""
     directory.mkdir()
     identity = JarIdentity.of(jar)
@@ -45,6 +48,8 @@ def make_cache(directory: Path, jar: Path, *, archive: bool = True, native: bool
     (directory / "manifest.json").write_text(json.dumps(manifest))
     if archive:
         (directory / "h2o.jsa").write_bytes(b"archive")
+    if nocoops:
+        (directory / "h2o-nocoops.jsa").write_bytes(b"archive without compressed oops")
     if native:
         (directory / "native").mkdir()
     return directory
@@ -83,29 +88,55 @@ def test_java_opts_of_the_user_win(jar: Path) -> None:
     assert "java.library.path" in notes[1]
 
 
+GIB = 1 << 30
+
+
 @pytest.mark.parametrize(
-    ("java_opts", "expected"),
+    ("java_opts", "memory", "expected"),
     [
-        ((), True),
-        (("-Xmx31g",), True),
-        (("-Xmx32g",), False),
-        (("-Xmx40960m",), False),
-        (("-XX:MaxHeapSize=64G",), False),
-        (("-Xmx64g", "-Xmx8g"), True),
-        (("-XX:-UseCompressedOops",), False),
-        (("-XX:-UseCompressedOops", "-XX:+UseCompressedOops"), True),
+        ((), None, True),
+        ((), 64 * GIB, True),  # 25 % by default: 16 GB
+        (("-XX:MaxRAMPercentage=50",), 48 * GIB, True),
+        (("-XX:MaxRAMPercentage=50",), 64 * GIB, False),
+        (("-XX:MaxRAMPercentage=50", "-XX:MaxRAM=16g"), 256 * GIB, True),
+        (("-Xmx31g",), 256 * GIB, True),
+        (("-Xmx32g",), None, False),
+        (("-Xmx40960m",), None, False),
+        (("-XX:MaxHeapSize=64G",), None, False),
+        (("-Xmx64g", "-Xmx8g"), None, True),
+        (("-XX:-UseCompressedOops",), None, False),
+        (("-XX:-UseCompressedOops", "-XX:+UseCompressedOops"), None, True),
     ],
 )
-def test_archive_only_with_compressed_oops(
-    jar: Path, java_opts: tuple[str, ...], expected: bool
+def test_the_archive_matches_the_jvms_compressed_oops(
+    jar: Path, java_opts: tuple[str, ...], memory: int | None, expected: bool
 ) -> None:
-    """The archive is made with compressed oops, which a heap of 32 GB or more turns off: the
-    JVM could not map it then, so it is not offered, and the reason is noted."""
-    assert compressed_oops(java_opts) is expected
+    """A JVM with a heap of 32 GB or more runs without compressed oops and can only map the
+    archive made that way: the heap is predicted from JAVA_OPTS and the memory, as the JVM does."""
+    assert compressed_oops(java_opts, lambda: memory) is expected
     cache = open_startup_cache(make_cache(jar.parent / "c", jar, native=False), jar)
-    options, notes = startup_options(cache, java_opts, {})
-    assert bool(options) is expected
-    assert any("compressed oops" in note for note in notes) is not expected
+    options, notes = startup_options(cache, java_opts, {}, memory=lambda: memory)
+    name = "h2o.jsa" if expected else "h2o-nocoops.jsa"
+    assert options == [f"-XX:SharedArchiveFile={cache.directory / name}"]
+    assert notes == []
+
+
+def test_a_missing_no_compressed_oops_archive_is_noted(jar: Path) -> None:
+    """A cache without the second archive (a JDK without its base archive) gives none to a big
+    heap, and says so."""
+    cache = open_startup_cache(make_cache(jar.parent / "c", jar, nocoops=False), jar)
+    options, notes = startup_options(cache, ("-Xmx64g",), {})
+    assert not any(opt.startswith("-XX:SharedArchiveFile=") for opt in options)
+    assert notes == ["no cached archive for no compressed oops"]
+
+
+def test_available_memory_is_at_most_the_machines() -> None:
+    """The memory the JVM sizes its heap from is known here, and never above the machine's."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    memory = available_memory()
+    assert memory is not None
+    assert 0 < memory <= physical
+    assert available_memory(("-XX:-UseContainerSupport",)) == physical
 
 
 def test_missing_parts_are_left_out(jar: Path) -> None:

@@ -47,7 +47,12 @@ def test_prepared_cache_is_accepted_and_skips_the_library_copy(tmp_path: Path) -
     cache_dir = tmp_path / "cache"
     done = prepare({"H2O_JAR": str(jar), "H2O_JVM_STARTUP_CACHE": str(cache_dir)})
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["h2o.jsa", "manifest.json", "native"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == [
+        "h2o-nocoops.jsa",
+        "h2o.jsa",
+        "manifest.json",
+        "native",
+    ]
     assert (cache_dir / "native" / "libxgboost4j_gpu.so").stat().st_size > 10**6
 
     options, _ = startup_options(open_startup_cache(cache_dir, jar), (), {})
@@ -56,6 +61,13 @@ def test_prepared_cache_is_accepted_and_skips_the_library_copy(tmp_path: Path) -
     assert cached.returncode == 0, cached.stdout + cached.stderr
     assert "H2O started" in cached.stdout + cached.stderr
     assert EXTRACTED not in cached.stdout + cached.stderr
+
+    # A heap past 32 GB runs without compressed oops: it gets, and maps, the other archive.
+    big_heap, _ = startup_options(open_startup_cache(cache_dir, jar), ("-Xmx40g",), {})
+    (tmp_path / "big").mkdir()
+    big = h2o_version(jar, ["-Xmx40g", "-Xshare:on", *big_heap], tmp_path / "big")
+    assert big.returncode == 0, big.stdout + big.stderr
+    assert any(opt.endswith("h2o-nocoops.jsa") for opt in big_heap)
 
     (tmp_path / "without").mkdir()
     plain = h2o_version(jar, [], tmp_path / "without")
