@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from h2o_k8s_discovery.startup_cache import open_startup_cache, startup_options
+from h2o_k8s_discovery.startup_prepare import prepare_startup_cache
 
 pytestmark = pytest.mark.slow
 
@@ -90,3 +93,34 @@ def test_prepare_with_the_cache_off_is_a_usage_error(tmp_path: Path) -> None:
     done = prepare({"H2O_JAR": str(tmp_path / "h2o.jar"), "H2O_JVM_STARTUP_CACHE": "off"})
     assert done.returncode == 2
     assert "nothing to prepare" in done.stderr
+
+
+def test_a_jdk_without_the_no_compressed_oops_base_still_gets_the_first_archive(
+    tmp_path: Path,
+) -> None:
+    """A JDK that cannot run without compressed oops (no classes_nocoops.jsa, say): the cache
+    keeps its one usable archive and says why the other is missing, instead of failing."""
+    java = tmp_path / "java"
+    java.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do\n'
+        '  if [ "$arg" = "-XX:-UseCompressedOops" ]; then\n'
+        '    echo "An error has occurred while processing the shared archive file." >&2; exit 1\n'
+        "  fi\n"
+        "done\n"
+        f'exec {shutil.which("java")} "$@"\n'
+    )
+    java.chmod(0o755)
+    steps: list[str] = []
+    cache = prepare_startup_cache(
+        ensure_h2o_jar(progress=False), tmp_path / "cache", java=str(java), progress=steps.append
+    )
+    assert cache.archive.is_file()
+    assert not cache.nocoops_archive.exists()
+    assert json.loads(cache.manifest.read_text())["archives"] == ["h2o.jsa"]
+    assert any(step.startswith("no archive for no compressed oops") for step in steps), steps
+    assert sorted(p.name for p in cache.directory.iterdir()) == [
+        "h2o.jsa",
+        "manifest.json",
+        "native",
+    ]
