@@ -45,7 +45,15 @@ def jvm_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def check_jar(jar: Path) -> None:
     """Fail like a shell would, before spawning: 127 when the jar is missing, 126 unreadable."""
-    if not jar.is_file():
+    try:
+        found = jar.is_file()
+    except OSError as err:  # a path the kernel refuses outright (too long, say)
+        raise LaunchError(
+            f"the H2O jar {jar} cannot be looked up ({err.strerror}): set H2O_JAR to the jar's "
+            "path",
+            exit_codes.NOT_FOUND,
+        ) from err
+    if not found:
         raise LaunchError(
             f"the H2O jar {jar} does not exist: set H2O_JAR to the jar's path",
             exit_codes.NOT_FOUND,

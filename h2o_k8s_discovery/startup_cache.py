@@ -163,7 +163,7 @@ def cached_startup_options(
         cache = open_startup_cache(directory, jar)
     except StartupCacheError as err:
         # A missing cache costs seconds of start-up, not correctness: H2O starts without it.
-        level = logging.WARNING if explicit or directory.exists() else logging.INFO
+        level = logging.WARNING if explicit or _exists(directory) else logging.INFO
         log.log(
             level, "%s; H2O starts without it (prepare one: h2o-k8s-discovery prepare-jvm)", err
         )
@@ -247,6 +247,13 @@ def _heap_bytes(opt: str) -> int | None:
     if match is None:
         return None
     return int(match[1]) * _UNITS[match[2].lower()]
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a path the kernel refuses outright (too long, say) is not there
+        return False
 
 
 def library_path(first: Path, env: Mapping[str, str]) -> str:

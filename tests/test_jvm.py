@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.jvm import jvm_command, jvm_environment
+from h2o_k8s_discovery.errors import LaunchError
+from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.settings import LaunchSettings
 
@@ -65,3 +66,12 @@ def test_kubernetes_variables_are_removed() -> None:
 def test_secrets_are_redacted(argv: list[str], shown: list[str]) -> None:
     """Values of password-like options are replaced in what is logged; other words stay."""
     assert redacted(argv) == shown
+
+
+def test_a_jar_path_the_kernel_refuses_is_127_not_a_traceback(tmp_path: Path) -> None:
+    """A file name longer than the file system allows (ENAMETOOLONG from stat) is reported as a
+    jar that cannot be found, like a missing one."""
+    with pytest.raises(LaunchError) as refused:
+        check_jar(tmp_path / ("1" * 300 + ".jar"))
+    assert refused.value.exit_status == 127
+    assert "cannot be looked up" in str(refused.value)

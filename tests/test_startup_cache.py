@@ -225,3 +225,15 @@ def test_cache_class_reports_its_parts(tmp_path: Path) -> None:
         "native",
         "manifest.json",
     )
+
+
+def test_a_cache_path_the_kernel_refuses_is_only_logged(
+    jar: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache directory whose name is too long for the file system: no option, a warning."""
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.startup_cache")
+    directory = jar.parent / ("c" * 300)
+    assert cached_startup_options(directory, explicit=True, jar=jar, java_opts=(), env={}) == []
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "unreadable" in record.getMessage()
