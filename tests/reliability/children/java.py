@@ -13,6 +13,10 @@ Behaviours:
 - ``trap``: record TERM, INT, HUP, USR1, USR2; exit with 128 + n on the first TERM or INT, as a
   JVM does after its shutdown hooks.
 - ``twice``: like ``trap`` but exit only on the second TERM or INT.
+- ``clean``: like ``trap`` but exit 0 on the first TERM or INT, as a JVM whose shutdown hooks
+  end with ``System.exit(0)``.
+- ``group``: like ``trap``, with a grandchild in the same process group that records the
+  signals it sees in ``grandchild-signals`` (and touches ``grandchild-ready``).
 - ``stubborn``: record and ignore TERM and INT; run until killed.
 - ``flatfile``: read the flatfile now, as H2O does during its boot (on a pipe this waits until
   the peers are written), and keep a copy as ``flatfile`` in the evidence.
@@ -45,21 +49,22 @@ def touch(name: str) -> None:
     (EVIDENCE / name).touch()
 
 
-def note_signal(signum: int) -> None:
-    with open(EVIDENCE / "signals", "a") as log:
+def note_signal(signum: int, record_name: str = "signals") -> None:
+    with open(EVIDENCE / record_name, "a") as log:
         log.write(f"{signal.Signals(signum).name}\n")
 
 
-def record(stop_after: int | None) -> None:
-    """Record every signal in RECORDED; exit 128 + n after ``stop_after`` TERM/INT."""
+def record(stop_after: int | None, *, status: int | None = None, name: str = "signals") -> None:
+    """Record every signal in RECORDED into ``name``; after ``stop_after`` TERM/INT exit with
+    ``status`` (default 128 + n)."""
     seen = [0]
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        note_signal(signum)
+        note_signal(signum, name)
         if signum in STOPPING:
             seen[0] += 1
             if stop_after is not None and seen[0] >= stop_after:
-                sys.exit(128 + signum)
+                sys.exit(128 + signum if status is None else status)
 
     for signum in RECORDED:
         signal.signal(signum, handler)
@@ -114,6 +119,14 @@ def serve_cloud() -> None:
 
     server = ThreadingHTTPServer((ip, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def start_grandchild() -> None:
+    """A child in this process group that records its own signals and idles."""
+    if os.fork() == 0:
+        record(1, name="grandchild-signals")
+        touch("grandchild-ready")
+        idle()
 
 
 def zombies() -> list[int]:
@@ -184,6 +197,11 @@ def main() -> int:
             serve_cloud()
         if name in ("trap", "twice"):
             record(1 if name == "trap" else 2)
+        if name == "clean":
+            record(1, status=0)
+        if name == "group":
+            start_grandchild()
+            record(1)
         if name == "stubborn":
             record(None)
     touch("ready")
