@@ -119,6 +119,9 @@ def check_prerequisites(pods: Sequence[DemoPod]) -> None:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As H2O and the probe server bind: a closed connection still in TIME_WAIT on the port
+        # does not stop them, so it must not fail this check either.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 LOOPBACK = "127.0.0.1"
@@ -28,14 +29,22 @@ def free_port(host: str = LOOPBACK) -> int:
 
 def free_port_pair(host: str = LOOPBACK) -> int:
     """A TCP port P on ``host`` with P + 1 free too (H2O binds both), in a bounded search."""
-    for _ in range(50):
-        with socket.socket() as first:
+    return free_port_run(2, host)
+
+
+def free_port_run(count: int, host: str = LOOPBACK) -> int:
+    """A TCP port P on ``host`` with P + 1 ... P + count - 1 free too, in a bounded search."""
+    for _ in range(200):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
             first.bind((host, 0))
             port = int(first.getsockname()[1])
-            with socket.socket() as second:
-                try:
-                    second.bind((host, port + 1))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no two neighbouring free ports found")
+            if port + count > 65536:
+                continue
+            try:
+                for offset in range(1, count):
+                    held.enter_context(socket.socket()).bind((host, port + offset))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no {count} neighbouring free ports found")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.jar import ensure_h2o_jar
-from tests.net import free_port_pair
+from tests.net import free_port_pair, free_port_run
 
 
 def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -29,14 +29,15 @@ def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 @pytest.mark.slow
 def test_demo_forms_a_cluster() -> None:
     """``demo --exit-when-ready`` forms one cloud of 3 with one leader and reports it."""
-    done = demo("--exit-when-ready", "--nodes", "3", "--h2o-port", "55321", "--api-port", "18081")
+    h2o, api = free_port_run(6), free_port_run(3)  # H2O ports and their internal ports; probes
+    done = demo("--exit-when-ready", "--nodes", "3", "--h2o-port", str(h2o), "--api-port", str(api))
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     leader = re.search(r"H2O cloud formed: 3 members, (127\.0\.0\.1:\d+) leads", out)
     assert leader is not None, out
     codes = re.findall(r"isLeaderNode (\d+)", out)
     assert sorted(codes) == ["200", "404", "404"]
-    assert "peers: 127.0.0.1:55321 127.0.0.1:55323 127.0.0.1:55325" in out
+    assert f"peers: 127.0.0.1:{h2o} 127.0.0.1:{h2o + 2} 127.0.0.1:{h2o + 4}" in out
     assert f"http://{leader.group(1)}/flow/index.html" in out
     assert "Traceback" not in done.stderr
 
