@@ -44,7 +44,6 @@ MANIFEST = "manifest.json"
 #: ours so that libraries found there before are still found.
 #: Compressed oops need a heap below 32 GB (with the default 8-byte object alignment).
 _COMPRESSED_OOPS_LIMIT = 32 << 30
-_MAX_HEAP = re.compile(r"(?:-Xmx|-XX:MaxHeapSize=)(\d+)([kKmMgGtT]?)")
 _SIZE = re.compile(r"(\d+)([kKmMgGtT]?)")
 _DEFAULT_MAX_RAM_PERCENTAGE = 25.0
 #: cgroup v2, then v1: where a container's memory limit is (the JVM's UseContainerSupport).
@@ -243,10 +242,8 @@ def _size_option(opt: str, prefix: str) -> int | None:
 
 
 def _heap_bytes(opt: str) -> int | None:
-    match = _MAX_HEAP.fullmatch(opt)
-    if match is None:
-        return None
-    return int(match[1]) * _UNITS[match[2].lower()]
+    heap = _size_option(opt, "-Xmx")
+    return heap if heap is not None else _size_option(opt, "-XX:MaxHeapSize=")
 
 
 def _exists(path: Path) -> bool:
