@@ -161,15 +161,9 @@ def _record_class_archive(
     flatfile = scratch / "flatfile"
     (scratch / "tmp").mkdir(parents=True)
     flatfile.write_text(f"127.0.0.1:{port}\n", encoding="ascii")
+    jvm_options = [*flags, f"-XX:ArchiveClassesAtExit={archive}", f"-Xmx{_TRAINING_HEAP}"]
     command = [
-        java,
-        *flags,
-        f"-XX:ArchiveClassesAtExit={archive}",
-        f"-Xmx{_TRAINING_HEAP}",
-        f"-Djava.io.tmpdir={scratch / 'tmp'}",
-        "-Djava.library.path=" + library_path(cache.native_dir, os.environ),
-        "-jar",
-        str(jar),
+        *_h2o_command(java, jar, cache, scratch / "tmp", jvm_options),
         "-ip",
         "127.0.0.1",
         "-web_ip",
@@ -242,17 +236,8 @@ def _check_archive(
     """``-Xshare:on`` makes the JVM fail, not carry on without, when it cannot use the archive."""
     scratch = cache.directory / "check"
     scratch.mkdir()
-    command = [
-        java,
-        *flags,
-        "-Xshare:on",
-        f"-XX:SharedArchiveFile={archive}",
-        f"-Djava.io.tmpdir={scratch}",
-        "-Djava.library.path=" + library_path(cache.native_dir, os.environ),
-        "-jar",
-        str(jar),
-        "-version",
-    ]
+    jvm_options = [*flags, "-Xshare:on", f"-XX:SharedArchiveFile={archive}"]
+    command = [*_h2o_command(java, jar, cache, scratch, jvm_options), "-version"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -262,6 +247,20 @@ def _check_archive(
             f"the JVM refuses the archive it just wrote:\n{(done.stdout + done.stderr)[-2000:]}"
         )
     shutil.rmtree(scratch)
+
+
+def _h2o_command(
+    java: str, jar: Path, cache: StartupCache, tmpdir: Path, jvm_options: Sequence[str]
+) -> list[str]:
+    """``java [options] -jar JAR`` with the cache's libraries and its own temp directory."""
+    return [
+        java,
+        *jvm_options,
+        f"-Djava.io.tmpdir={tmpdir}",
+        "-Djava.library.path=" + library_path(cache.native_dir, os.environ),
+        "-jar",
+        str(jar),
+    ]
 
 
 def _java_version(java: str) -> str:
