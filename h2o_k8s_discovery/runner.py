@@ -73,7 +73,8 @@ class Entrypoint:
         self.stop_signal: signal.Signals | None = None
         self.stopped = asyncio.Event()
         self.shutdown: asyncio.Task[int] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        #: Ends the lookup when an early-started JVM dies while it waits for its peers.
+        self.early_exit_watch: asyncio.Task[None] | None = None
         self.cloud_lost = False
         #: True while an early-started JVM waits for its peers on the flatfile pipe.
         self.jvm_waiting = False
@@ -86,8 +87,8 @@ class Entrypoint:
         try:
             return await self._serve_and_live()
         finally:
-            for task in self._background:
-                task.cancel()
+            if self.early_exit_watch is not None:
+                self.early_exit_watch.cancel()
             self._remove_signal_handlers()
             if self.server is not None:
                 await self.server.stop()
@@ -163,9 +164,7 @@ class Entrypoint:
             log.error("%s", err)
             return err.exit_status
         self.jvm_waiting = True
-        watcher = asyncio.create_task(self._notice_early_exit(), name="early-jvm")
-        self._background.add(watcher)
-        watcher.add_done_callback(self._background.discard)
+        self.early_exit_watch = asyncio.create_task(self._notice_early_exit(), name="early-jvm")
         return None
 
     async def _notice_early_exit(self) -> None:
