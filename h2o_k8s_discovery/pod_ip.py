@@ -12,19 +12,25 @@ import logging
 import socket
 
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
+from h2o_k8s_discovery.settings import IpFamily
 
 log = logging.getLogger(__name__)
 
 
-def own_ip(configured: IPAddress | None, peers: Snapshot) -> IPAddress:
-    """``POD_IP`` when set; else the source address the kernel picks to reach the peers."""
+def own_ip(
+    configured: IPAddress | None, peers: Snapshot, family: IpFamily = IpFamily.AUTO
+) -> IPAddress:
+    """``POD_IP`` when set; else the source address the kernel picks to reach the peers; else
+    this host's name resolved in ``family`` (IPv4 unless it is ``IPV6``)."""
     if configured is not None:
         return configured
     for peer in peers:
         found = _source_address_towards(peer.ip)
         if found is not None:
             return found
-    return ipaddress.ip_address(socket.gethostbyname(socket.gethostname()))
+    af = socket.AF_INET6 if family is IpFamily.IPV6 else socket.AF_INET
+    info = socket.getaddrinfo(socket.gethostname(), None, af, socket.SOCK_STREAM)
+    return ipaddress.ip_address(info[0][4][0])
 
 
 def _source_address_towards(ip: IPAddress) -> IPAddress | None:

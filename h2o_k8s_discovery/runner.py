@@ -27,6 +27,7 @@ from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
+from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
@@ -65,6 +66,8 @@ class Entrypoint:
         self, settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
     ) -> None:
         self.settings = settings
+        #: The lookup's settings, its address family settled when the lookup starts.
+        self.lookup = settings.lookup
         self.extra_args = tuple(extra_args)
         self.env = env
         self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
@@ -230,11 +233,13 @@ class Entrypoint:
         """The peers to write, this node included, or the exit status when there are none."""
         from h2o_k8s_discovery.discovery import discover_peers  # noqa: PLC0415 - see run()
 
-        lookup = self.settings.lookup
+        # One address family for the whole lookup and the agreement (auto settled once).
+        lookup = self.lookup = with_ip_family(self.settings.lookup)
         started = time.monotonic()
         result = await discover_peers(lookup, on_poll=self._on_poll)
         self.state.lookup_seconds = result.elapsed
-        me = Peer(own_ip(self.settings.launch.pod_ip, result.peers), self._own_port())
+        pod_ip = own_ip(self.settings.launch.pod_ip, result.peers, lookup.ip_family)
+        me = Peer(pod_ip, self._own_port())
         self.state.self_peer = me
         shortfall = result.shortfall(lookup)
         if shortfall is not None:
@@ -252,7 +257,7 @@ class Entrypoint:
         from h2o_k8s_discovery.discovery import constraints_for  # noqa: PLC0415
         from h2o_k8s_discovery.dns_query import make_resolver, poll_once  # noqa: PLC0415
 
-        lookup = self.settings.lookup
+        lookup = self.lookup
         constraints = constraints_for(lookup)
         resolver = make_resolver(lookup)
         current = [peers]
