@@ -1,0 +1,195 @@
+"""Real H2O clouds over IPv6: three JVMs on simulated pods with addresses in 2001:2::/48.
+
+Each pod is a network namespace (``tests/pods.py``) on an IPv6-only bridge, or on a dual-stack
+one whose pods run on their IPv6 address. The package's DNS server on the bridge's gateway
+(the pods' nameserver) publishes the headless Service's AAAA records, and its A records too on
+dual stack. The entrypoints get docker/kubernetes/h2o-cluster.yaml's environment with
+``POD_IP`` the pod's IPv6 address. H2O names its IPv6 members
+``2001:2:0:1:0:0:0:11:54321``, the flatfile ``[2001:2:0:1::11]:54321``: the cloud is whole
+only if they are compared as addresses.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
+from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.settings import Settings
+from tests.kubelet import Kubelet, Sample
+from tests.manifests import Deployment, deployment
+from tests.pods import Pod, PodNetwork, requires_root
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
+
+MANIFEST = "h2o-cluster.yaml"
+FORMATION_DEADLINE = 150.0
+
+
+@dataclass
+class Cloud:
+    network: PodNetwork
+    dns: DnsServer
+    pods: list[Pod]
+    manifest: Deployment
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.manifest.pod_env("2001:2::1"))
+
+    def ip6(self, pod: Pod) -> str:
+        assert pod.address6 is not None
+        return str(pod.address6)
+
+    def publish(self) -> None:
+        service = self.settings.lookup.service_dns
+        a = [str(pod.address) for pod in self.pods if pod.address is not None]
+        self.dns.set_records(service, a=a, aaaa=[self.ip6(pod) for pod in self.pods])
+
+    def start(self, pod: Pod) -> subprocess.Popen[bytes]:
+        env = self.manifest.pod_env(self.ip6(pod)) | {
+            "PATH": os.environ["PATH"],
+            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
+            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
+            "H2O_JVM_STARTUP_CACHE": "off",
+            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
+        }
+        argv = [sys.executable, "-m", "h2o_k8s_discovery", "run", "--"]
+        argv += ["-ice_root", str(pod.ice_root)]
+        process = pod.spawn(argv, env=env, log_path=pod.workdir / "entrypoint.log")
+        self.processes[pod.name] = process
+        return process
+
+    def kubelet(self) -> Kubelet:
+        path, port = self.manifest.probe("readinessProbe") or ("", 0)
+        return Kubelet(self.pods, port, path)
+
+    def get_json(self, pod: Pod, port: int, path: str) -> dict[str, Any]:
+        """GET over the pod's IPv6 address, whatever its primary address is."""
+        conn = http.client.HTTPConnection(self.ip6(pod), port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        assert response.status == 200, (pod.name, path, response.status, body[:200])
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    def log(self, pod: Pod) -> str:
+        path = pod.workdir / "entrypoint.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {pod.name}\n{self.log(pod)[-3000:]}" for pod in self.pods)
+
+    def java_pids(self, pod: Pod) -> list[int]:
+        pids = []
+        for pid in pod.pids():
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except FileNotFoundError:
+                continue
+            if comm == "java":
+                pids.append(pid)
+        return pids
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            process.wait(timeout=self.settings.launch.shutdown_grace + 5)
+
+
+@pytest.fixture(params=["ipv6", "dual"], ids=["ipv6-only", "dual-stack"])
+def cloud(request: pytest.FixtureRequest) -> Iterator[Cloud]:
+    manifest = deployment(MANIFEST)
+    with PodNetwork(family=request.param) as network:
+        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
+        # The pods' resolv.conf names the primary gateway: IPv6 on IPv6-only, IPv4 on dual.
+        with ThreadedDnsServer(network.gateway, 53) as dns:
+            yield Cloud(network, dns, pods, manifest)
+
+
+def h2o_form(ip: str) -> str:
+    """An IPv6 address as H2O (Java's ``getHostAddress()``) writes it: eight groups, no ``::``."""
+    groups = ipaddress.IPv6Address(ip).exploded.split(":")
+    return ":".join(f"{int(group, 16):x}" for group in groups)
+
+
+def one_leader(cloud: Cloud, kubelet: Kubelet) -> Sample:
+    """Probe until exactly one pod is Ready (200) and the others answer 404."""
+    try:
+        return kubelet.wait_for_one_leader(time.monotonic() + FORMATION_DEADLINE)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{cloud.logs()}") from None
+
+
+def form(cloud: Cloud) -> Sample:
+    cloud.publish()
+    for pod in cloud.pods:
+        cloud.start(pod)
+    return one_leader(cloud, cloud.kubelet())
+
+
+def test_ipv6_cloud_forms_with_one_leader(cloud: Cloud) -> None:
+    """3 JVMs over IPv6 form one cloud: one Ready leader held 5 s, /status whole, no damage."""
+    first = form(cloud)
+    kubelet = cloud.kubelet()
+    held = kubelet.hold(5.0)
+    assert all(sample.codes == first.codes for sample in held), [s.codes for s in held]
+    leader = cloud.pods[first.leader]
+    h2o = cloud.get_json(leader, 54321, "/3/Cloud?skip_ticks=true")
+    assert h2o["cloud_size"] == 3
+    assert h2o["consensus"] is True
+    # H2O's own form: uncompressed, no brackets; nothing here compares it as text.
+    members = sorted(node["ip_port"] for node in h2o["nodes"])
+    assert members == sorted(f"{h2o_form(cloud.ip6(pod))}:54321" for pod in cloud.pods)
+    status = cloud.get_json(leader, cloud.settings.probe.api_port, "/status")
+    assert status["phase"] == "formed"
+    assert status["damage"] is None
+    assert status["is_leader"] is True
+    assert status["cloud_size"] == 3
+    assert status["leader"] == f"[{cloud.ip6(leader)}]:54321"
+    assert status["peers"] == [f"[{cloud.ip6(pod)}]:54321" for pod in cloud.pods]
+    assert f"leader node IP is '/{cloud.ip6(leader)}'" in cloud.log(leader)
+    flatfiles = {(pod.workdir / "flatfile").read_text() for pod in cloud.pods}
+    assert flatfiles == {"".join(f"[{cloud.ip6(pod)}]:54321\n" for pod in cloud.pods)}
+    cloud.stop_all()
+
+
+def test_ipv6_killed_member_is_detected(cloud: Cloud) -> None:
+    """A follower's JVM SIGKILLed in an IPv6 cloud: the leader leaves 200 within 2 s, exits 70."""
+    first = form(cloud)
+    leader = cloud.pods[first.leader]
+    follower = cloud.pods[(first.leader + 1) % 3]
+    (java,) = cloud.java_pids(follower)
+    os.kill(java, signal.SIGKILL)
+    killed = time.monotonic()
+    path, port = cloud.manifest.probe("readinessProbe") or ("", 0)
+    while (answer := leader.http_get(port, path)) is not None and answer[0] == 200:
+        assert time.monotonic() - killed < 2.0, f"the leader stayed Ready\n{cloud.logs()}"
+        time.sleep(0.05)
+    leader_process = cloud.processes[leader.name]
+    grace = cloud.settings.launch.shutdown_grace
+    assert leader_process.wait(timeout=grace + 10) == exit_codes.CLOUD_LOST, cloud.logs()
+    log = cloud.log(leader)
+    assert f"member(s) not reachable any more: [{cloud.ip6(follower)}]:54321" in log
+    cloud.stop_all()
