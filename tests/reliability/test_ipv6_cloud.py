@@ -46,23 +46,32 @@ class Cloud:
     dns: DnsServer
     pods: list[Pod]
     manifest: Deployment
+    #: The family the pods run on (their POD_IP): IPv6, or IPv4 on a dual-stack network.
+    version: int = 6
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
         return Settings.from_env(self.manifest.pod_env("2001:2::1"))
 
-    def ip6(self, pod: Pod) -> str:
-        assert pod.address6 is not None
-        return str(pod.address6)
+    def ip(self, pod: Pod) -> str:
+        """The address the pod runs on: its POD_IP."""
+        address = pod.address6 if self.version == 6 else pod.address
+        assert address is not None
+        return str(address)
+
+    def peer(self, pod: Pod) -> str:
+        """The pod as the flatfile and /status name it."""
+        return f"[{self.ip(pod)}]:54321" if self.version == 6 else f"{self.ip(pod)}:54321"
 
     def publish(self) -> None:
         service = self.settings.lookup.service_dns
         a = [str(pod.address) for pod in self.pods if pod.address is not None]
-        self.dns.set_records(service, a=a, aaaa=[self.ip6(pod) for pod in self.pods])
+        aaaa = [str(pod.address6) for pod in self.pods if pod.address6 is not None]
+        self.dns.set_records(service, a=a, aaaa=aaaa)
 
     def start(self, pod: Pod) -> subprocess.Popen[bytes]:
-        env = self.manifest.pod_env(self.ip6(pod)) | {
+        env = self.manifest.pod_env(self.ip(pod)) | {
             "PATH": os.environ["PATH"],
             "H2O_JAR": str(ensure_h2o_jar(progress=False)),
             "H2O_FLATFILE": str(pod.workdir / "flatfile"),
@@ -80,8 +89,8 @@ class Cloud:
         return Kubelet(self.pods, port, path)
 
     def get_json(self, pod: Pod, port: int, path: str) -> dict[str, Any]:
-        """GET over the pod's IPv6 address, whatever its primary address is."""
-        conn = http.client.HTTPConnection(self.ip6(pod), port, timeout=5)
+        """GET over the address the pod runs on, whatever its primary address is."""
+        conn = http.client.HTTPConnection(self.ip(pod), port, timeout=5)
         try:
             conn.request("GET", path)
             response = conn.getresponse()
@@ -118,20 +127,29 @@ class Cloud:
             process.wait(timeout=self.settings.launch.shutdown_grace + 5)
 
 
-@pytest.fixture(params=["ipv6", "dual"], ids=["ipv6-only", "dual-stack"])
+#: (network family, the family the pods run on).
+IPV6_ONLY = pytest.param(("ipv6", 6), id="ipv6-only")
+DUAL_ON_IPV6 = pytest.param(("dual", 6), id="dual-stack-on-ipv6")
+DUAL_ON_IPV4 = pytest.param(("dual", 4), id="dual-stack-on-ipv4")
+
+
+@pytest.fixture
 def cloud(request: pytest.FixtureRequest) -> Iterator[Cloud]:
+    family, version = request.param
     manifest = deployment(MANIFEST)
-    with PodNetwork(family=request.param) as network:
+    with PodNetwork(family=family) as network:
         pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
         # The pods' resolv.conf names the primary gateway: IPv6 on IPv6-only, IPv4 on dual.
         with ThreadedDnsServer(network.gateway, 53) as dns:
-            yield Cloud(network, dns, pods, manifest)
+            yield Cloud(network, dns, pods, manifest, version)
 
 
 def h2o_form(ip: str) -> str:
-    """An IPv6 address as H2O (Java's ``getHostAddress()``) writes it: eight groups, no ``::``."""
-    groups = ipaddress.IPv6Address(ip).exploded.split(":")
-    return ":".join(f"{int(group, 16):x}" for group in groups)
+    """An address as H2O (Java's ``getHostAddress()``) writes it: IPv6 as eight groups."""
+    address = ipaddress.ip_address(ip)
+    if address.version == 4:
+        return ip
+    return ":".join(f"{int(group, 16):x}" for group in address.exploded.split(":"))
 
 
 def one_leader(cloud: Cloud, kubelet: Kubelet) -> Sample:
@@ -149,8 +167,9 @@ def form(cloud: Cloud) -> Sample:
     return one_leader(cloud, cloud.kubelet())
 
 
+@pytest.mark.parametrize("cloud", [IPV6_ONLY, DUAL_ON_IPV6, DUAL_ON_IPV4], indirect=True)
 def test_ipv6_cloud_forms_with_one_leader(cloud: Cloud) -> None:
-    """3 JVMs over IPv6 form one cloud: one Ready leader held 5 s, /status whole, no damage."""
+    """3 JVMs over IPv6 (or dual stack) form one cloud: one Ready leader held 5 s, no damage."""
     first = form(cloud)
     kubelet = cloud.kubelet()
     held = kubelet.hold(5.0)
@@ -161,20 +180,21 @@ def test_ipv6_cloud_forms_with_one_leader(cloud: Cloud) -> None:
     assert h2o["consensus"] is True
     # H2O's own form: uncompressed, no brackets; nothing here compares it as text.
     members = sorted(node["ip_port"] for node in h2o["nodes"])
-    assert members == sorted(f"{h2o_form(cloud.ip6(pod))}:54321" for pod in cloud.pods)
+    assert members == sorted(f"{h2o_form(cloud.ip(pod))}:54321" for pod in cloud.pods)
     status = cloud.get_json(leader, cloud.settings.probe.api_port, "/status")
     assert status["phase"] == "formed"
     assert status["damage"] is None
     assert status["is_leader"] is True
     assert status["cloud_size"] == 3
-    assert status["leader"] == f"[{cloud.ip6(leader)}]:54321"
-    assert status["peers"] == [f"[{cloud.ip6(pod)}]:54321" for pod in cloud.pods]
-    assert f"leader node IP is '/{cloud.ip6(leader)}'" in cloud.log(leader)
+    assert status["leader"] == cloud.peer(leader)
+    assert status["peers"] == [cloud.peer(pod) for pod in cloud.pods]
+    assert f"leader node IP is '/{cloud.ip(leader)}'" in cloud.log(leader)
     flatfiles = {(pod.workdir / "flatfile").read_text() for pod in cloud.pods}
-    assert flatfiles == {"".join(f"[{cloud.ip6(pod)}]:54321\n" for pod in cloud.pods)}
+    assert flatfiles == {"".join(f"{cloud.peer(pod)}\n" for pod in cloud.pods)}
     cloud.stop_all()
 
 
+@pytest.mark.parametrize("cloud", [IPV6_ONLY, DUAL_ON_IPV6], indirect=True)
 def test_ipv6_killed_member_is_detected(cloud: Cloud) -> None:
     """A follower's JVM SIGKILLed in an IPv6 cloud: the leader leaves 200 within 2 s, exits 70."""
     first = form(cloud)
@@ -191,5 +211,5 @@ def test_ipv6_killed_member_is_detected(cloud: Cloud) -> None:
     grace = cloud.settings.launch.shutdown_grace
     assert leader_process.wait(timeout=grace + 10) == exit_codes.CLOUD_LOST, cloud.logs()
     log = cloud.log(leader)
-    assert f"member(s) not reachable any more: [{cloud.ip6(follower)}]:54321" in log
+    assert f"member(s) not reachable any more: {cloud.peer(follower)}" in log
     cloud.stop_all()
