@@ -36,7 +36,9 @@ from tests.pods import Pod, PodNetwork, requires_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 
-MANIFEST = "h2o-cluster.yaml"
+OURS = "h2o-cluster.yaml"
+#: H2O's documented StatefulSet: no POD_IP, so ``auto`` finds the family in the hosts file.
+SEED = "h2o-compatible.yaml"
 FORMATION_DEADLINE = 150.0
 
 
@@ -127,16 +129,17 @@ class Cloud:
             process.wait(timeout=self.settings.launch.shutdown_grace + 5)
 
 
-#: (network family, the family the pods run on).
-IPV6_ONLY = pytest.param(("ipv6", 6), id="ipv6-only")
-DUAL_ON_IPV6 = pytest.param(("dual", 6), id="dual-stack-on-ipv6")
-DUAL_ON_IPV4 = pytest.param(("dual", 4), id="dual-stack-on-ipv4")
+#: (network family, the family the pods run on, the manifest whose env they get).
+IPV6_ONLY = pytest.param(("ipv6", 6, OURS), id="ipv6-only")
+IPV6_ONLY_SEED = pytest.param(("ipv6", 6, SEED), id="ipv6-only-seed-manifest")
+DUAL_ON_IPV6 = pytest.param(("dual", 6, OURS), id="dual-stack-on-ipv6")
+DUAL_ON_IPV4 = pytest.param(("dual", 4, OURS), id="dual-stack-on-ipv4")
 
 
 @pytest.fixture
 def cloud(request: pytest.FixtureRequest) -> Iterator[Cloud]:
-    family, version = request.param
-    manifest = deployment(MANIFEST)
+    family, version, manifest_file = request.param
+    manifest = deployment(manifest_file)
     with PodNetwork(family=family) as network:
         pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
         # The pods' resolv.conf names the primary gateway: IPv6 on IPv6-only, IPv4 on dual.
@@ -167,7 +170,9 @@ def form(cloud: Cloud) -> Sample:
     return one_leader(cloud, cloud.kubelet())
 
 
-@pytest.mark.parametrize("cloud", [IPV6_ONLY, DUAL_ON_IPV6, DUAL_ON_IPV4], indirect=True)
+@pytest.mark.parametrize(
+    "cloud", [IPV6_ONLY, IPV6_ONLY_SEED, DUAL_ON_IPV6, DUAL_ON_IPV4], indirect=True
+)
 def test_ipv6_cloud_forms_with_one_leader(cloud: Cloud) -> None:
     """3 JVMs over IPv6 (or dual stack) form one cloud: one Ready leader held 5 s, no damage."""
     first = form(cloud)
@@ -189,6 +194,11 @@ def test_ipv6_cloud_forms_with_one_leader(cloud: Cloud) -> None:
     assert status["leader"] == cloud.peer(leader)
     assert status["peers"] == [cloud.peer(pod) for pod in cloud.pods]
     assert f"leader node IP is '/{cloud.ip(leader)}'" in cloud.log(leader)
+    if "POD_IP" not in cloud.manifest.pod_env(""):
+        # auto without POD_IP: the family of the pod's address in its hosts file.
+        assert f"the family of {cloud.ip(leader)}, this host's address in /etc/hosts" in (
+            cloud.log(leader)
+        )
     flatfiles = {(pod.workdir / "flatfile").read_text() for pod in cloud.pods}
     assert flatfiles == {"".join(f"{cloud.peer(pod)}\n" for pod in cloud.pods)}
     cloud.stop_all()
