@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from h2o_k8s_discovery.cloud import CloudStatus
+from h2o_k8s_discovery.cloud import CloudStatus, member_text
 from h2o_k8s_discovery.peers import Peer, Snapshot
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,19 @@ class NodeState:
             return
         self.phase = Phase.FORMED
         self.is_leader = status.is_leader
-        self.leader = status.leader
+        leader = status.leader_peer
+        # The leader as this package writes addresses (as in the flatfile and /peers), not as
+        # H2O does: an IPv6 leader is [fd00::a]:54321, never fd00:0:0:0:0:0:0:a:54321.
+        self.leader = str(leader) if leader is not None else status.leader
         log.info(
             "Created cluster of size %d, leader node IP is '/%s'; this node is the %s",
             status.cloud_size,
-            (status.leader or "?").rpartition(":")[0],
+            "?" if leader is None else leader.ip,
             "leader" if self.is_leader else "follower",
             extra={
                 "event": "formed",
                 "cloud_size": status.cloud_size,
-                "leader": status.leader,
+                "leader": self.leader,
                 "is_leader": self.is_leader,
             },
         )
@@ -132,14 +135,15 @@ class NodeState:
             if silent >= self.unreachable_after:
                 return f"the local H2O node has not answered for {silent:.1f}s"
             return self.damage
-        members = set(status.members)
-        missing = sorted({str(peer) for peer in self.peers} - members)
+        # Addresses, not text: H2O writes fd00:0:0:0:0:0:0:a:54321 for our [fd00::a]:54321.
+        members = set(status.member_peers)
+        missing = sorted(set(self.peers) - members, key=Peer.sort_key)
         if status.cloud_size < self.expected_size or missing:
             return f"cloud of {status.cloud_size} of {self.expected_size}; missing: " + (
-                " ".join(missing) or "?"
+                " ".join(map(str, missing)) or "?"
             )
         if not status.healthy:
-            sick = " ".join(status.unhealthy) or "?"
+            sick = " ".join(map(member_text, status.unhealthy)) or "?"
             return f"H2O reports unhealthy node(s): {sick}"
         return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from h2o_k8s_discovery.cloud import CloudStatus
+from h2o_k8s_discovery.cloud import CloudStatus, member_peer
 from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
@@ -51,10 +51,5 @@ async def _watch_members(state: NodeState, me: Peer) -> None:
 
 
 def _leader_peer(address: str | None) -> Peer | None:
-    if address is None:
-        return None
-    host, _, port = address.rpartition(":")
-    try:
-        return Peer.parse(host.strip("[]"), int(port))
-    except ValueError:
-        return None
+    # Parsed, so an IPv6 leader in H2O's form is the same peer as the flatfile's.
+    return None if address is None else member_peer(address)

@@ -16,9 +16,11 @@ from aiohttp import web
 from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.errors import ProbeServerError
+from h2o_k8s_discovery.members import members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.probes import ProbeServer
+from h2o_k8s_discovery.watch import _leader_peer
 from tests.net import free_port
 
 PEERS = tuple(Peer.parse(f"10.0.0.{i}", 54321) for i in (1, 2, 3))
@@ -112,6 +114,62 @@ def test_damage_names_the_missing_node() -> None:
     state.observe_cloud(CloudStatus.parse(cloud(3)))
     state.observe_cloud(CloudStatus.parse(cloud(2)))
     assert state.describe()["damage"] == "cloud of 2 of 3; missing: 10.0.0.3:54321"
+
+
+PEERS6 = tuple(Peer.parse(f"2001:2:0:1::1{i}", 54321) for i in (1, 2, 3))
+
+
+def cloud6(members: list[str], *, node_idx: int = 0) -> dict[str, Any]:
+    """A /3/Cloud body of an IPv6 cloud, members named as given."""
+    nodes = [{"ip_port": member, "healthy": True} for member in members]
+    return {**cloud(len(members), node_idx=node_idx), "nodes": nodes}
+
+
+def ipv6_state() -> NodeState:
+    return NodeState(phase=Phase.FORMING, peers=PEERS6, self_peer=PEERS6[0])
+
+
+def test_ipv6_cloud_in_h2o_form_is_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """H2O's uncompressed IPv6 members are our bracketed peers: formed, undamaged, leader named."""
+    state = ipv6_state()
+    caplog.set_level("INFO")
+    members = [f"2001:2:0:1:0:0:0:1{i}:54321" for i in (1, 2, 3)]
+    for _ in range(3):
+        state.observe_cloud(CloudStatus.parse(cloud6(members)))
+    assert state.readiness() == 200
+    status = state.describe()
+    assert status["damage"] is None
+    assert status["leader"] == "[2001:2:0:1::11]:54321"
+    assert "leader node IP is '/2001:2:0:1::11'" in caplog.text
+
+
+def test_ipv6_damage_names_the_missing_member() -> None:
+    """A lost IPv6 member is named as the flatfile names it."""
+    state = ipv6_state()
+    members = [f"2001:2:0:1:0:0:0:1{i}:54321" for i in (1, 2, 3)]
+    state.observe_cloud(CloudStatus.parse(cloud6(members)))
+    state.observe_cloud(CloudStatus.parse(cloud6(members[:2])))
+    assert state.describe()["damage"] == "cloud of 2 of 3; missing: [2001:2:0:1::13]:54321"
+
+
+@pytest.mark.parametrize("leader", ["2001:2:0:1:0:0:0:11:54321", "[2001:2:0:1::11]:54321"])
+def test_follower_watches_an_ipv6_leader(leader: str) -> None:
+    """A follower finds the IPv6 leader among its peers, in H2O's form or ours, and watches it."""
+    assert members_to_watch(PEERS6, PEERS6[1], _leader_peer(leader)) == [PEERS6[0]]
+    assert members_to_watch(PEERS6, PEERS6[0], _leader_peer(leader)) == list(PEERS6[1:])
+
+
+def test_unreadable_member_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """An ip_port that cannot be read is a warning naming it, and that member counts as unknown."""
+    state = ipv6_state()
+    members = [f"2001:2:0:1:0:0:0:1{i}:54321" for i in (1, 2, 3)]
+    state.observe_cloud(CloudStatus.parse(cloud6(members)))
+    odd = [*members[:2], "2001:2:0:1::13:54321"]
+    state.observe_cloud(CloudStatus.parse(cloud6(odd)))
+    assert state.readiness() == 503
+    assert state.describe()["damage"] == "cloud of 3 of 3; missing: [2001:2:0:1::13]:54321"
+    assert "'2001:2:0:1::13:54321' is not a member address" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 def test_not_ready_until_formed_when_asked() -> None:

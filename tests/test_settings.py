@@ -126,6 +126,7 @@ BAD_VALUES = [
     ("H2O_DNS_POLL_INTERVAL", "0"),
     ("H2O_DNS_POLL_INTERVAL", "fast"),
     ("H2O_DNS_RECORD_TYPE", "MX"),
+    ("H2O_DNS_IP_FAMILY", "dual"),
     ("H2O_DNS_NAMESERVER", "dns.example"),
     ("H2O_DNS_NAMESERVER", "10.0.0.1:99999"),
     ("H2O_DNS_NAMESERVER", "[::1"),
