@@ -67,7 +67,10 @@ class Entrypoint:
         self.settings = settings
         self.extra_args = tuple(extra_args)
         self.env = env
-        self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
+        self.state = NodeState(
+            ready_until_formed=settings.probe.ready_until_formed,
+            loss_timeout=settings.probe.cloud_loss_timeout,
+        )
         self.supervisor = Supervisor()
         self.server: ProbeServer | None = None
         self.stop_signal: signal.Signals | None = None
