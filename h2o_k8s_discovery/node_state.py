@@ -80,6 +80,11 @@ class NodeState:
     lost_members: Mapping[Peer, str] = field(default_factory=dict)
     #: Members whose port does not accept connections for now -> seconds since it last did.
     silent_members: Mapping[Peer, float] = field(default_factory=dict)
+    #: Whether the local node refusing a connection, once formed, is a loss. The sidecar's JVM
+    #: runs in another container: nothing else tells it that JVM died, and a new one may
+    #: rejoin. ``run`` learns it from its JVM's exit instead (and passes on that status).
+    local_refusal_is_loss: bool = False
+    local_refused: bool = False
 
     @property
     def expected_size(self) -> int:
@@ -122,6 +127,11 @@ class NodeState:
         if self.phase is Phase.FORMED:
             self._check_damage(self.cloud)
 
+    def observe_local_refusal(self) -> None:
+        """The local node's H2O port refused a connection (kept once formed, when a loss)."""
+        if self.phase is Phase.FORMED and self.local_refusal_is_loss:
+            self.local_refused = True
+
     def _check_damage(self, status: CloudStatus | None) -> None:
         silence = self._silence(status)
         if silence != self.silence and self.damage is None:
@@ -158,16 +168,9 @@ class NodeState:
 
     def _damage(self, status: CloudStatus | None) -> str | None:
         """What is wrong with a cloud that had formed, or ``None``."""
-        if self.lost_members:
-            lost = "; ".join(f"{peer} {why}" for peer, why in sorted(self.lost_members.items()))
-            return f"member(s) lost: {lost}"
+        if (lost := self._lost_node(status)) is not None:
+            return lost
         if status is None:
-            silent = self._local_silence()
-            if silent > self.loss_timeout:
-                return (
-                    f"the local H2O node has not answered for {silent:.1f}s, more than "
-                    f"H2O_CLOUD_LOSS_TIMEOUT={self.loss_timeout:g}s"
-                )
             return None
         members = set(status.members)
         missing = sorted({str(peer) for peer in self.peers} - members)
@@ -178,6 +181,21 @@ class NodeState:
         if not status.healthy:
             sick = " ".join(status.unhealthy) or "?"
             return f"H2O reports unhealthy node(s): {sick}"
+        return None
+
+    def _lost_node(self, status: CloudStatus | None) -> str | None:
+        """A node lost on this pod's own evidence: a refused connection, or a long silence."""
+        if self.lost_members:
+            lost = "; ".join(f"{peer} {why}" for peer, why in sorted(self.lost_members.items()))
+            return f"member(s) lost: {lost}"
+        if self.local_refused:
+            return "the local H2O node refused a connection: nothing listens on its H2O port"
+        silent = self._local_silence()
+        if status is None and silent > self.loss_timeout:
+            return (
+                f"the local H2O node has not answered for {silent:.1f}s, more than "
+                f"H2O_CLOUD_LOSS_TIMEOUT={self.loss_timeout:g}s"
+            )
         return None
 
     def peer_view(self) -> dict[str, Any]:

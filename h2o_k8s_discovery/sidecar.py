@@ -36,6 +36,7 @@ async def run_sidecar(settings: Settings) -> int:
     state = NodeState(
         ready_until_formed=settings.probe.ready_until_formed,
         loss_timeout=settings.probe.cloud_loss_timeout,
+        local_refusal_is_loss=True,
     )
     server = ProbeServer(state, settings.probe.api_port)
     try:

@@ -29,7 +29,12 @@ async def watch_node(state: NodeState) -> None:
         if state.phase is Phase.FORMED:
             formed.set()
 
-    watcher = CloudWatcher(cloud_url(str(me.ip), me.port), observe, is_formed=formed.is_set)
+    watcher = CloudWatcher(
+        cloud_url(str(me.ip), me.port),
+        observe,
+        is_formed=formed.is_set,
+        on_refused=state.observe_local_refusal,
+    )
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:

@@ -146,6 +146,44 @@ def test_silent_member_is_unready_without_damage() -> None:
     assert state.readiness() == 200
 
 
+@pytest.mark.parametrize("is_loss", [True, False])
+def test_local_refusal_is_a_loss_only_where_asked(is_loss: bool) -> None:
+    """A refused local node is a latched loss for the sidecar; for ``run`` only silence."""
+    state = forming_state()
+    state.local_refusal_is_loss = is_loss
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    state.observe_local_refusal()
+    state.observe_cloud(None)
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    refused = "the local H2O node refused a connection: nothing listens on its H2O port"
+    assert state.describe()["damage"] == (refused if is_loss else None)
+    assert state.readiness() == (503 if is_loss else 200)
+
+
+async def test_watcher_tells_a_refused_node_from_a_silent_one() -> None:
+    """A closed port (a real ECONNREFUSED) is reported as refused, besides "no answer"."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    seen: list[object] = []
+    refused = asyncio.Event()
+    watcher = CloudWatcher(
+        cloud_url("127.0.0.1", closed),
+        seen.append,
+        is_formed=lambda: True,
+        on_refused=refused.set,
+    )
+    watching = asyncio.create_task(watcher.run())
+    try:
+        async with asyncio.timeout(5):
+            await refused.wait()
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert seen[:1] == [None]
+
+
 def test_damage_names_the_missing_node() -> None:
     """/status says which member is gone."""
     state = forming_state()
