@@ -73,7 +73,7 @@ class NodeState:
     #: (``H2O_CLOUD_LOSS_TIMEOUT``).
     loss_timeout: float = 60.0
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
-    #: Called once each time a formed cloud becomes damaged, with the reason.
+    #: Called once, when the formed cloud becomes damaged, with the reason.
     on_damage: Callable[[str], None] | None = field(default=None, repr=False)
     last_answer_at: float | None = None
     #: Members lost after formation, with the reason (``members.py``).
@@ -134,7 +134,8 @@ class NodeState:
 
     def _check_damage(self, status: CloudStatus | None) -> None:
         silence = self._silence(status)
-        if silence != self.silence and self.damage is None:
+        # Logged when a silence starts and when it ends, not on every poll in between.
+        if (silence is None) != (self.silence is None) and self.damage is None:
             if silence is None:
                 log.info("the cloud answers again")
             else:

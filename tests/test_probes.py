@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -116,6 +117,25 @@ def test_silent_node_is_lost_only_after_the_loss_timeout() -> None:
     )
     state.observe_cloud(CloudStatus.parse(cloud(3)))
     assert state.readiness() == 503
+
+
+def test_silence_is_logged_when_it_starts_and_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """A silence over many polls gives one warning when it starts and one line when it ends."""
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.node_state")
+    now = [0.0]
+    state = forming_state()
+    state.clock = lambda: now[0]
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    for _ in range(5):
+        now[0] += 0.5
+        state.observe_cloud(None)
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[-2:] == [
+        "not ready while the local H2O node has not answered for 0.5s "
+        "(lost after H2O_CLOUD_LOSS_TIMEOUT=60s)",
+        "the cloud answers again",
+    ]
 
 
 def test_lost_member_stays_lost_when_it_answers_again() -> None:
