@@ -75,8 +75,8 @@ class Cloud:
         }
         args = [
             arg.replace("/tmp/", f"{pod.workdir}/") if arg.startswith("/tmp/") else arg
-            for arg in self.manifest.args() or ["-ice_root", str(pod.ice_root)]
-        ]
+            for arg in self.manifest.args()
+        ] or ["-ice_root", str(pod.ice_root)]
         argv = [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", *args]
         self.processes[pod.name] = pod.spawn(argv, env=env, log_path=pod.workdir / "entrypoint.log")
 
