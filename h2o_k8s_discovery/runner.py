@@ -75,7 +75,10 @@ class Entrypoint:
         self.lookup = with_ip_family(settings.lookup)
         self.extra_args = tuple(extra_args)
         self.env = env
-        self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
+        self.state = NodeState(
+            ready_until_formed=settings.probe.ready_until_formed,
+            loss_timeout=settings.probe.cloud_loss_timeout,
+        )
         #: This pod's address as known before any DNS answer (POD_IP, /etc/hosts), if at all.
         self.known_ip = known_address(settings.launch.pod_ip, family=self.lookup.ip_family)
         #: Where an early-started JVM runs; ``None``: no early start.

@@ -159,9 +159,17 @@ class ProbeSettings:
     #: Answer 200 on ``/kubernetes/isLeaderNode`` until the cloud has formed (H2O's behaviour,
     #: needed when the headless Service does not publish not-ready addresses); ``False``: 503.
     ready_until_formed: bool = True
-    #: Once formed, a damaged cloud (a member lost, unhealthy, the local node silent) stops H2O
-    #: and ends the entrypoint with its own status, so the pod restarts; H2O cannot heal.
-    exit_on_cloud_loss: bool = False
+    #: Once formed, a cloud that lost a member (on evidence, see ``cloud_loss_timeout``) stops
+    #: H2O and ends the entrypoint with its own status, so the pod restarts: H2O cannot heal a
+    #: cloud, and a restarted member that rejoins it hides the data it lost.
+    exit_on_cloud_loss: bool = True
+    #: Seconds of silence (a member's H2O port that does not accept connections, the local
+    #: node's ``/3/Cloud`` that does not answer) after which a formed cloud counts as lost. A
+    #: refused connection needs no wait: nothing listens there. The default is H2O's own:
+    #: ``H2ONode.isHealthy`` is ``now - _last_heard_from < HeartBeatThread.TIMEOUT`` (60000 ms,
+    #: heartbeats every second), so H2O itself gives a node 60 s before it calls it unhealthy;
+    #: anything shorter would end clouds that H2O keeps, e.g. through a long GC pause.
+    cloud_loss_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +191,8 @@ class Settings:
         probe = ProbeSettings(
             api_port=reader.get("H2O_KUBERNETES_API_PORT", 8080, _port),
             ready_until_formed=reader.get("H2O_READY_UNTIL_FORMED", True, _boolean),
-            exit_on_cloud_loss=reader.get("H2O_EXIT_ON_CLOUD_LOSS", False, _boolean),
+            exit_on_cloud_loss=reader.get("H2O_EXIT_ON_CLOUD_LOSS", True, _boolean),
+            cloud_loss_timeout=reader.get("H2O_CLOUD_LOSS_TIMEOUT", 60.0, _seconds(1, 3600)),
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
         lookup = _settle_ip_family(reader, lookup, launch.pod_ip)

@@ -1,7 +1,8 @@
 """Watching a node, shared by ``run`` and ``sidecar``: its ``/3/Cloud``, then its members.
 
 Until the cloud has formed only the local node is asked. Once it has, the members are checked
-too (``members.py``), so a lost member turns readiness off within about a second.
+too (``members.py``), so a member whose port refuses connections turns readiness off within
+about a second, and a silent one after ``H2O_CLOUD_LOSS_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ async def watch_node(state: NodeState) -> None:
         if state.phase is Phase.FORMED:
             formed.set()
 
-    watcher = CloudWatcher(cloud_url(str(me.ip), me.port), observe, is_formed=formed.is_set)
+    watcher = CloudWatcher(
+        cloud_url(str(me.ip), me.port),
+        observe,
+        is_formed=formed.is_set,
+        on_refused=state.observe_local_refusal,
+    )
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:
@@ -47,7 +53,9 @@ async def _watch_members(state: NodeState, me: Peer) -> None:
     leader = _leader_peer(state.leader)
     watched = members_to_watch(state.peers, me, leader)
     if watched:
-        await MemberWatcher(watched, state.observe_members).run()
+        await MemberWatcher(
+            watched, state.observe_members, loss_timeout=state.loss_timeout, clock=state.clock
+        ).run()
 
 
 def _leader_peer(address: str | None) -> Peer | None:
