@@ -66,6 +66,8 @@ def install_missing() -> None:
     need = missing_packages()
     if not need:
         return
+    if shutil.which("apt-get") is None:
+        raise EngineError(f"missing {', '.join(need)} and no apt-get to install them (Debian)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (
         ["apt-get", "update", "-qq"],
