@@ -27,6 +27,7 @@ from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
+from h2o_k8s_discovery.h2o_args import H2OArgs, read_h2o_args
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
@@ -52,20 +53,34 @@ _SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 async def run_entrypoint(
-    settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
+    settings: Settings,
+    extra_args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    h2o_args: H2OArgs | None = None,
 ) -> int:
-    """Run the whole lifecycle; returns the exit status for the container."""
-    return await Entrypoint(settings, extra_args, env).run()
+    """Run the whole lifecycle; returns the exit status for the container.
+
+    ``h2o_args``: what ``read_h2o_args`` found in ``extra_args`` (read here when not given).
+    """
+    if h2o_args is None:
+        h2o_args = read_h2o_args(extra_args, settings.launch.pod_ip)
+    return await Entrypoint(settings, extra_args, env, h2o_args).run()
 
 
 class Entrypoint:
     """One pod's lifecycle; owns the node state, the JVM's supervisor and the probe server."""
 
     def __init__(
-        self, settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
+        self,
+        settings: Settings,
+        extra_args: Sequence[str],
+        env: Mapping[str, str],
+        h2o_args: H2OArgs | None = None,
     ) -> None:
         self.settings = settings
         self.extra_args = tuple(extra_args)
+        self.h2o_args = h2o_args or H2OArgs()
         self.env = env
         self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
         self.supervisor = Supervisor()
@@ -248,7 +263,7 @@ class Entrypoint:
 
     async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
         # Imported here, see run().
-        from h2o_k8s_discovery.agreement import reach_agreement  # noqa: PLC0415
+        from h2o_k8s_discovery.agreement import next_set, reach_agreement  # noqa: PLC0415
         from h2o_k8s_discovery.discovery import constraints_for  # noqa: PLC0415
         from h2o_k8s_discovery.dns_query import make_resolver, poll_once  # noqa: PLC0415
 
@@ -259,15 +274,14 @@ class Entrypoint:
         agreement_deadline = time.monotonic() + lookup.agreement_timeout
 
         async def refresh() -> Snapshot:
-            # A fresh poll replaces our set only when it still meets the expected count.
+            # A failed or empty poll keeps the set; see next_set for what a fresh one may do.
             try:
                 fresh = await poll_once(resolver, lookup, lookup.query_timeout)
             except DnsQueryError:
                 return current[0]
-            candidate = snapshot((*fresh, me))
-            if lookup.expected_count in (None, len(candidate)):
-                current[0] = candidate
-                self.state.peers = candidate
+            candidate = snapshot((*fresh, me)) if fresh else ()
+            current[0] = next_set(current[0], candidate, lookup.expected_count)
+            self.state.peers = current[0]
             return current[0]
 
         agreed, outcome = await reach_agreement(
@@ -343,7 +357,9 @@ class Entrypoint:
     async def _supervise(self) -> int:
         from h2o_k8s_discovery.watch import watch_node  # noqa: PLC0415 - see run()
 
-        watching = asyncio.create_task(watch_node(self.state), name="watch-node")
+        watching = asyncio.create_task(
+            watch_node(self.state, context_path=self.h2o_args.context_path), name="watch-node"
+        )
         try:
             status = await self.supervisor.wait()
             if self.shutdown is not None:

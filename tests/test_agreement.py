@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from h2o_k8s_discovery.agreement import ask_peers, reach_agreement
+from h2o_k8s_discovery.agreement import ask_peers, next_set, reach_agreement
 from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
@@ -165,3 +165,20 @@ async def test_metrics_are_prometheus_text() -> None:
     assert samples[(f"{prefix}_dns_polls_total", ())] == 4
     assert samples[(f"{prefix}_dns_errors_total", (("kind", "servfail"),))] == 2
     assert samples[(f"{prefix}_lookup_duration_seconds", ())] == 1.5
+
+
+def test_next_set_never_shrinks_without_an_expected_count() -> None:
+    """Without a count only a superset replaces the set; empty or partial answers keep it."""
+    grown = snapshot([*PEERS, Peer.parse("127.0.0.4", 54321)])
+    assert next_set(PEERS, (), None) == PEERS
+    assert next_set(PEERS, PEERS[:1], None) == PEERS
+    assert next_set(PEERS, snapshot([*PEERS[:2], grown[-1]]), None) == PEERS
+    assert next_set(PEERS, grown, None) == grown
+
+
+def test_next_set_with_an_expected_count_takes_exactly_that_count() -> None:
+    """With a count a fresh answer of that size replaces the set, any other size keeps it."""
+    other = snapshot([*PEERS[:2], Peer.parse("127.0.0.4", 54321)])
+    assert next_set(PEERS, other, 3) == other
+    assert next_set(PEERS, PEERS[:2], 3) == PEERS
+    assert next_set(PEERS, (), 3) == PEERS

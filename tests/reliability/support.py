@@ -283,6 +283,7 @@ class PodFactory:
         mode: str = "trap",
         *,
         env: Mapping[str, str] | None = None,
+        unset: Sequence[str] = (),
         args: Sequence[str] = (),
         pid_namespace: bool = False,
         unprivileged: bool = False,
@@ -293,7 +294,8 @@ class PodFactory:
     ) -> Pod:
         """One ``run`` entrypoint; ``mode`` is the stand-in JVM's (see children/java.py).
 
-        ``output``: a file descriptor for its stdout and stderr instead of the log file.
+        ``output``: a file descriptor for its stdout and stderr instead of the log file;
+        ``unset``: variables left out of its environment (defaults of this factory included).
         """
         python = sys.executable
         pythonpath = PYTHONPATH
@@ -337,6 +339,8 @@ class PodFactory:
             "STAND_IN_DIR": str(evidence),
             **(env or {}),
         }
+        for name in unset:
+            full_env.pop(name, None)
         command = [python, "-m", "h2o_k8s_discovery", "run", "--", *args]
         if unprivileged:
             command = [*as_nobody(), *command]
