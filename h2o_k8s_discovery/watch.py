@@ -16,8 +16,11 @@ from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 
 
-async def watch_node(state: NodeState) -> None:
-    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set."""
+async def watch_node(state: NodeState, *, context_path: str = "") -> None:
+    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set.
+
+    ``context_path``: H2O's ``-context_path`` (``""`` or ``/path``), under which its REST API is.
+    """
     me = state.self_peer
     if me is None:
         raise ValueError("watch_node needs the node's own address (state.self_peer)")
@@ -28,7 +31,9 @@ async def watch_node(state: NodeState) -> None:
         if state.phase is Phase.FORMED:
             formed.set()
 
-    watcher = CloudWatcher(cloud_url(str(me.ip), me.port), observe, is_formed=formed.is_set)
+    watcher = CloudWatcher(
+        cloud_url(str(me.ip), me.port, context_path), observe, is_formed=formed.is_set
+    )
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:
