@@ -101,6 +101,12 @@ class Entrypoint:
         self._install_signal_handlers()
         try:
             return await self._serve_and_live()
+        except Exception:
+            # A bug: say so once, with the traceback, and leave nothing behind. An exception
+            # that escaped would hide the JVM's status and, outside PID 1, leave it running.
+            log.exception("unexpected error: stopping H2O and exiting 1; this is a bug")
+            await self._kill_everything()
+            return exit_codes.FAILURE
         finally:
             if self.early_exit_watch is not None:
                 self.early_exit_watch.cancel()
@@ -108,6 +114,16 @@ class Entrypoint:
             if self.server is not None:
                 await self.server.stop()
             self.supervisor.close()
+
+    async def _kill_everything(self) -> None:
+        """SIGKILL the JVM's process group and whatever it left with us, and reap the JVM."""
+        self.state.phase = Phase.STOPPING
+        self.supervisor.forward(signal.SIGKILL)
+        if self.supervisor.running:
+            self.state.exit_status = await self.supervisor.wait()
+            log.info("H2O was killed (status %d)", self.state.exit_status)
+        self.supervisor.kill_adopted()
+        self.state.phase = Phase.EXITED
 
     async def _serve_and_live(self) -> int:
         early = self.settings.launch.early_start
@@ -361,7 +377,7 @@ class Entrypoint:
             watch_node(self.state, context_path=self.h2o_args.context_path), name="watch-node"
         )
         try:
-            status = await self.supervisor.wait()
+            status = await self._jvm_exit(watching)
             if self.shutdown is not None:
                 status = await self.shutdown
         finally:
@@ -375,6 +391,16 @@ class Entrypoint:
         self.state.phase = Phase.EXITED
         self.state.exit_status = status
         return exit_codes.CLOUD_LOST if self.cloud_lost else status
+
+    async def _jvm_exit(self, watching: asyncio.Task[None]) -> int:
+        """The JVM's exit status; raises what ended the watcher if it crashed first."""
+        jvm = asyncio.create_task(self.supervisor.wait(), name="jvm-exit")
+        await asyncio.wait({jvm, watching}, return_when=asyncio.FIRST_COMPLETED)
+        error = watching.exception() if watching.done() and not watching.cancelled() else None
+        if error is not None:
+            jvm.cancel()
+            raise error
+        return await jvm
 
     def _on_cloud_damage(self, damage: str) -> None:
         if self.shutdown is not None or not self.supervisor.running:

@@ -37,7 +37,7 @@ async def watch_node(state: NodeState, *, context_path: str = "") -> None:
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:
-        await formed.wait()
+        await _formed_or_failed(formed, cloud)
         members = asyncio.create_task(_watch_members(state, me), name="member-watcher")
         await asyncio.gather(cloud, members)
     finally:
@@ -46,6 +46,18 @@ async def watch_node(state: NodeState, *, context_path: str = "") -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+async def _formed_or_failed(formed: asyncio.Event, cloud: asyncio.Task[None]) -> None:
+    """Wait until the cloud has formed; raise what ended the cloud watcher if it ended first
+    (a bug: waiting on for ``formed`` would hide it and leave readiness stuck)."""
+    waiting = asyncio.create_task(formed.wait(), name="formed")
+    try:
+        await asyncio.wait({waiting, cloud}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if cloud.done():
+        await cloud
 
 
 async def _watch_members(state: NodeState, me: Peer) -> None:
