@@ -8,7 +8,7 @@ import math
 from collections.abc import AsyncIterator
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from h2o_k8s_discovery.agreement import ask_peers, next_set, reach_agreement
 from h2o_k8s_discovery.cloud import CloudStatus
@@ -123,8 +123,8 @@ async def test_agreement_gives_up_at_the_deadline() -> None:
     assert left[0] == 0
 
 
-async def test_metrics_are_prometheus_text() -> None:
-    """/metrics parses as Prometheus text and reports phase, peers, leader and DNS errors."""
+async def test_metrics_are_openmetrics_text() -> None:
+    """/metrics parses as OpenMetrics and reports phase, peers, leader and DNS errors."""
     port = free_port()
     state = NodeState(phase=Phase.FORMING, peers=PEERS[:1], self_peer=ME)
     state.dns_polls, state.dns_errors, state.lookup_seconds = 4, {"servfail": 2}, 1.5
@@ -154,7 +154,7 @@ async def test_metrics_are_prometheus_text() -> None:
         await server.stop()
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
         for sample in family.samples
     }
     prefix = "h2o_k8s_discovery"

@@ -5,7 +5,8 @@ it at start-up, before the package. ``ENTRYPOINT_FAULT`` names where the bug str
 
 - ``lifecycle``: writing the plain flatfile after the early-started JVM got its peers (the
   main path of ``run``, with the JVM running);
-- ``watcher``: the first ``/3/Cloud`` answer (a background task, with the JVM running).
+- ``watcher``: the first ``/3/Cloud`` answer (a background task, with the JVM running);
+- ``status``: the body of ``GET /status`` (an HTTP handler).
 
 Nothing this imports pulls in ``ssl`` or asyncio, so the footprint stays as in a real pod.
 """
@@ -34,3 +35,7 @@ elif FAULT == "watcher":
     from h2o_k8s_discovery.node_state import NodeState
 
     NodeState.observe_cloud = _raise  # type: ignore[method-assign]
+elif FAULT == "status":
+    from h2o_k8s_discovery.node_state import NodeState
+
+    NodeState.describe = _raise  # type: ignore[method-assign, assignment]
