@@ -9,6 +9,8 @@ group, as a JVM's own helper processes would be.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from h2o_k8s_discovery import exit_codes
@@ -18,6 +20,7 @@ from tests.reliability.support import (
     PYTHONPATH,
     requires_root,
     requires_unshare,
+    start_sidecar,
     wait_for,
 )
 
@@ -49,3 +52,18 @@ def test_unexpected_exception_kills_the_jvm_and_exits_1(
     assert f"InjectedFault: injected fault ({fault})" in log
     assert "H2O was killed (status 137)" in log
     wait_for(lambda: not pod.leftovers(), 5, f"every process of the pod to be gone:\n{log}")
+
+
+def test_unexpected_exception_in_the_sidecar_exits_1(tmp_path: Path) -> None:
+    """A sidecar whose watcher fails logs the traceback once and exits 1 instead of going stale."""
+    sidecar = start_sidecar(
+        tmp_path, env={"ENTRYPOINT_FAULT": "watcher", "PYTHONPATH": f"{FAULTS}:{PYTHONPATH}"}
+    )
+    try:
+        assert sidecar.process.wait(timeout=20) == exit_codes.FAILURE
+    finally:
+        sidecar.close()
+    log = sidecar.log()
+    assert log.count("unexpected error: the sidecar stops; this is a bug") == 1, log
+    assert log.count("Traceback") == 1, log
+    assert "InjectedFault: injected fault (watcher)" in log
