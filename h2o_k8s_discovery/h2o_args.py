@@ -66,9 +66,9 @@ def read_h2o_args(args: Sequence[str], pod_ip: IPAddress | None) -> H2OArgs:
             problems.append(f"h2o.jar argument {arg} after --: {REFUSED[name]}")
         elif name == "web_ip" and not _same_address(value, pod_ip):
             problems.append(
-                f"h2o.jar argument {arg} {value} after --: the probes read /3/Cloud at the pod's "
-                "address, where H2O would then not listen; drop -web_ip, or set POD_IP to the "
-                "same address"
+                f"h2o.jar argument {' '.join(args[index : index + 2])} after --: the probes "
+                "read /3/Cloud at the pod's address, where H2O would then not listen; drop "
+                "-web_ip, or set POD_IP to the same address"
             )
         elif name == "context_path" and value is not None:
             context_path = normalise_context_path(value)
