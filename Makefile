@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Everything they need is
 # installed by the targets themselves (a venv, the h2o jar in a cache, Debian packages as root).
 VENV ?= .venv
+FLOORS_VENV ?= .venv-floors
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 NODES ?= 3
 IMAGE ?= h2o-k8s:3.46.0.12
 
-.PHONY: setup system-deps jar lint test test-quick test-image image demo bench clean
+.PHONY: setup system-deps jar lint test test-quick test-floors test-image image demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +34,21 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# The whole suite, slow and root-only tests included (they skip with a reason when not root).
+# The whole suite, slow and root-only tests included (they skip with a reason when not root),
+# then the quick suite again on the lowest dependency versions pyproject allows.
 test: setup system-deps jar lint
 	$(VENV)/bin/pytest
+	$(MAKE) test-floors
+
+# The runtime dependencies pinned to their floors (scripts/floors.py), the development tools
+# resolved as usual, in a venv of its own; then the quick suite on them. uv comes with the
+# dev extra; --seed puts pip in the venv, which the wheel-building tests call.
+test-floors: setup
+	$(PY) scripts/floors.py > $(FLOORS_VENV).constraints
+	$(VENV)/bin/uv venv -q --seed --allow-existing --python $(PYTHON) $(FLOORS_VENV)
+	VIRTUAL_ENV=$(FLOORS_VENV) $(VENV)/bin/uv pip install -q -e '.[dev]' -c $(FLOORS_VENV).constraints
+	$(FLOORS_VENV)/bin/python -c "import aiohttp, dns.version, tenacity, prometheus_client; print('floors:', 'aiohttp', aiohttp.__version__, 'dnspython', dns.version.version)"
+	$(FLOORS_VENV)/bin/pytest -m 'not slow'
 
 # A quick local run: no JVM, no long waits.
 test-quick: setup
@@ -57,4 +70,4 @@ bench: setup system-deps jar
 	$(PY) bench/discovery.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(FLOORS_VENV) $(FLOORS_VENV).constraints .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -52,6 +52,26 @@ class Agreement:
         return ", ".join(parts)
 
 
+def next_set(current: Snapshot, fresh: Snapshot, expected_count: int | None) -> Snapshot:
+    """The set to agree on after a fresh DNS answer ``fresh`` (this pod included).
+
+    The agreement never shrinks on an empty or failed answer: those mean "DNS does not know
+    right now" (a replica not yet synced, a restart), not "every other pod went away", and
+    shrinking to this pod alone would start a cloud of one that answers 200. With an expected
+    count, a fresh answer replaces the set only when it holds exactly that count, as the
+    lookup itself decides. Without one there is no count to tell a whole view from a partial
+    one, so a fresh answer is taken only when it holds every peer of the current set (a pod
+    appeared); one that lacks a peer is kept out. If that peer really went away it never
+    answers, the agreement runs out of time and fails closed (exit 69), and the restarted pod
+    looks up afresh: a smaller cloud is never started from a partial view.
+    """
+    if not fresh:
+        return current
+    if expected_count is not None:
+        return fresh if len(fresh) == expected_count else current
+    return fresh if set(current) <= set(fresh) else current
+
+
 async def ask_peers(
     session: aiohttp.ClientSession, peers: Snapshot, api_port: int, me: Peer
 ) -> Agreement:

@@ -28,6 +28,7 @@ from h2o_k8s_discovery.errors import (
 )
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
 from h2o_k8s_discovery.footprint import keep_openssl_out
+from h2o_k8s_discovery.h2o_args import read_h2o_args
 from h2o_k8s_discovery.settings import Settings, launch_settings_from_env
 
 log = logging.getLogger("h2o_k8s_discovery")
@@ -174,13 +175,18 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     extra: list[str] = args.h2o_args
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    try:
+        h2o_args = read_h2o_args(extra, settings.launch.pod_ip)
+    except ConfigError as err:
+        print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
+        return exit_codes.USAGE
     keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
     from h2o_k8s_discovery.runner import run_entrypoint  # noqa: PLC0415
 
     try:
-        return asyncio.run(run_entrypoint(settings, extra, env))
+        return asyncio.run(run_entrypoint(settings, extra, env, h2o_args=h2o_args))
     except ConfigError as err:  # a setting this pod cannot honour; nothing was started
         print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
         return exit_codes.USAGE

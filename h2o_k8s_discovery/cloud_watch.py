@@ -10,6 +10,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
 import aiohttp
 
@@ -76,7 +77,8 @@ class CloudWatcher:
                 await asyncio.sleep(self.formed_interval if formed else self.forming_interval)
 
 
-def cloud_url(host: str, port: int) -> str:
-    """The ``/3/Cloud`` URL of the node at ``host`` (an IP literal) and ``port``."""
+def cloud_url(host: str, port: int, context_path: str = "") -> str:
+    """The ``/3/Cloud`` URL of the node at ``host`` (an IP literal) and ``port``, its REST API
+    under ``context_path`` (H2O's ``-context_path``: ``""`` or ``/path``)."""
     bracketed = f"[{host}]" if ":" in host else host
-    return f"http://{bracketed}:{port}/3/Cloud?skip_ticks=true"
+    return f"http://{bracketed}:{port}{quote(context_path)}/3/Cloud?skip_ticks=true"

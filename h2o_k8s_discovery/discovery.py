@@ -22,9 +22,9 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_never,
-    wait_exponential_jitter,
 )
 
+from h2o_k8s_discovery.backoff import exponential_jitter
 from h2o_k8s_discovery.constraints import LookupConstraints, Observation, StopReason
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError
@@ -163,9 +163,9 @@ class _Lookup:
     async def _poll_with_retries(self) -> Snapshot:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(DnsQueryError),
-            wait=wait_exponential_jitter(
-                multiplier=self.settings.poll_interval,
-                max=self.settings.backoff_max,
+            wait=exponential_jitter(
+                self.settings.poll_interval,
+                self.settings.backoff_max,
                 jitter=self.settings.poll_interval * 0.2,
             ),
             stop=self._deadline_passed if math.isfinite(self.remaining()) else stop_never,

@@ -1,23 +1,54 @@
-"""``/metrics`` in Prometheus' text format, read from the ``NodeState`` at scrape time.
+"""``/metrics`` in the OpenMetrics text format, read from the ``NodeState`` at scrape time.
 
 A custom collector instead of counters updated alongside the state: the numbers cannot drift
 from what ``/status`` says, and a scrape costs no more than reading a few attributes.
+
+Rendered by ``prometheus_client.openmetrics.exposition``, never by the package's top level:
+``import prometheus_client`` imports its ``exposition`` module (the HTTP server and the push
+client), which imports ``ssl`` and ``urllib.request``'s HTTPS handler, and ``run`` and
+``sidecar`` keep OpenSSL out (``footprint.py``). In such a process the package is entered
+without running its ``__init__`` (``_enter_without_exposition``): the modules used here need
+nothing but each other and the standard library. OpenMetrics is Prometheus' own text format
+(Prometheus negotiates it first); the samples are the same as in the older text format.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
+
+def _enter_without_exposition() -> None:
+    """Register ``prometheus_client`` as a bare package, so that importing its submodules does
+    not run its ``__init__``; only where ``ssl`` is kept out and nothing imported it yet."""
+    if "prometheus_client" in sys.modules or sys.modules.get("ssl", ...) is not None:
+        return
+    spec = importlib.util.find_spec("prometheus_client")
+    if spec is None:
+        return  # not installed: the import below says so
+    sys.modules["prometheus_client"] = importlib.util.module_from_spec(spec)
+
+
+_enter_without_exposition()
+
+# After the package was entered above: these need neither ssl nor the exposition module.
+from prometheus_client.metrics_core import (  # noqa: E402
     CounterMetricFamily,
     GaugeMetricFamily,
     Metric,
     StateSetMetricFamily,
 )
-from prometheus_client.registry import Collector
+from prometheus_client.openmetrics.exposition import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    generate_latest,
+)
+from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E402
 
-from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.node_state import NodeState, Phase  # noqa: E402
+
+#: The Content-Type of ``render``'s output.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 PREFIX = "h2o_k8s_discovery"
 
@@ -79,7 +110,8 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
 
 
 def render(state: NodeState) -> bytes:
-    """The text exposition of ``state``'s metrics."""
+    """The OpenMetrics text exposition of ``state``'s metrics (``CONTENT_TYPE``)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeStateCollector(state))
-    return generate_latest(registry)
+    body: bytes = generate_latest(registry)  # type: ignore[no-untyped-call]
+    return body

@@ -11,6 +11,7 @@ import errno
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from h2o_k8s_discovery.agreement import PEERS_PATH
 from h2o_k8s_discovery.errors import ProbeServerError
@@ -28,7 +29,7 @@ _STATE_KEY = web.AppKey("state", NodeState)
 
 def make_app(state: NodeState) -> web.Application:
     # Probes carry no body; a small limit stops a client from making us buffer megabytes.
-    app = web.Application(client_max_size=4096)
+    app = web.Application(client_max_size=4096, middlewares=[_log_server_errors])
     app[_STATE_KEY] = state
     app.router.add_get(LEADER_PATH, _is_leader_node, allow_head=False)
     app.router.add_get(HEALTH_PATH, _healthz, allow_head=False)
@@ -36,6 +37,22 @@ def make_app(state: NodeState) -> web.Application:
     app.router.add_get(PEERS_PATH, _peers, allow_head=False)
     app.router.add_get(METRICS_PATH, _metrics, allow_head=False)
     return app
+
+
+@web.middleware
+async def _log_server_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A handler that fails is a bug: log it with its traceback, answer a bare 500.
+
+    Answers of aiohttp's own (404, 405, 413...) are ``HTTPException``s and pass untouched, and
+    requests that do not parse never reach a handler: bad requests stay quiet.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed, answered 500; this is a bug", request.method, request.path)
+        return web.Response(status=500, text="internal error\n")
 
 
 async def _is_leader_node(request: web.Request) -> web.Response:
@@ -60,7 +77,7 @@ async def _metrics(request: web.Request) -> web.Response:
     from h2o_k8s_discovery import metrics  # noqa: PLC0415
 
     body = metrics.render(request.app[_STATE_KEY])
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 class ProbeServer:

@@ -27,6 +27,7 @@ from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
+from h2o_k8s_discovery.h2o_args import H2OArgs, read_h2o_args
 from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
@@ -53,27 +54,39 @@ _SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 async def run_entrypoint(
-    settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
+    settings: Settings,
+    extra_args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    h2o_args: H2OArgs | None = None,
 ) -> int:
     """Run the whole lifecycle; returns the exit status for the container.
 
+    ``h2o_args``: what ``read_h2o_args`` found in ``extra_args`` (read here when not given).
     Raises ``ConfigError`` before anything starts when the settings cannot be honoured here
-    (``H2O_JVM_EARLY_START=true`` without a known address).
+    (``H2O_JVM_EARLY_START=true`` without a known address, a contradicting argument).
     """
-    return await Entrypoint(settings, extra_args, env).run()
+    if h2o_args is None:
+        h2o_args = read_h2o_args(extra_args, settings.launch.pod_ip)
+    return await Entrypoint(settings, extra_args, env, h2o_args).run()
 
 
 class Entrypoint:
     """One pod's lifecycle; owns the node state, the JVM's supervisor and the probe server."""
 
     def __init__(
-        self, settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
+        self,
+        settings: Settings,
+        extra_args: Sequence[str],
+        env: Mapping[str, str],
+        h2o_args: H2OArgs | None = None,
     ) -> None:
         self.settings = settings
         #: The lookup's settings, with one address family settled for the lookup, the agreement
         #: and this pod's own address (``auto`` decided once, here).
         self.lookup = with_ip_family(settings.lookup)
         self.extra_args = tuple(extra_args)
+        self.h2o_args = h2o_args or H2OArgs()
         self.env = env
         self.state = NodeState(
             ready_until_formed=settings.probe.ready_until_formed,
@@ -103,6 +116,12 @@ class Entrypoint:
         self._install_signal_handlers()
         try:
             return await self._serve_and_live()
+        except Exception:
+            # A bug: say so once, with the traceback, and leave nothing behind. An exception
+            # that escaped would hide the JVM's status and, outside PID 1, leave it running.
+            log.exception("unexpected error: stopping H2O and exiting 1; this is a bug")
+            await self._kill_everything()
+            return exit_codes.FAILURE
         finally:
             if self.early_exit_watch is not None:
                 self.early_exit_watch.cancel()
@@ -110,6 +129,16 @@ class Entrypoint:
             if self.server is not None:
                 await self.server.stop()
             self.supervisor.close()
+
+    async def _kill_everything(self) -> None:
+        """SIGKILL the JVM's process group and whatever it left with us, and reap the JVM."""
+        self.state.phase = Phase.STOPPING
+        self.supervisor.forward(signal.SIGKILL)
+        if self.supervisor.running:
+            self.state.exit_status = await self.supervisor.wait()
+            log.info("H2O was killed (status %d)", self.state.exit_status)
+        self.supervisor.kill_adopted()
+        self.state.phase = Phase.EXITED
 
     async def _serve_and_live(self) -> int:
         early = self.early_ip is not None
@@ -267,7 +296,7 @@ class Entrypoint:
 
     async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
         # Imported here, see run().
-        from h2o_k8s_discovery.agreement import reach_agreement  # noqa: PLC0415
+        from h2o_k8s_discovery.agreement import next_set, reach_agreement  # noqa: PLC0415
         from h2o_k8s_discovery.discovery import constraints_for  # noqa: PLC0415
         from h2o_k8s_discovery.dns_query import make_resolver, poll_once  # noqa: PLC0415
 
@@ -278,15 +307,14 @@ class Entrypoint:
         agreement_deadline = time.monotonic() + lookup.agreement_timeout
 
         async def refresh() -> Snapshot:
-            # A fresh poll replaces our set only when it still meets the expected count.
+            # A failed or empty poll keeps the set; see next_set for what a fresh one may do.
             try:
                 fresh = await poll_once(resolver, lookup, lookup.query_timeout)
             except DnsQueryError:
                 return current[0]
-            candidate = snapshot((*fresh, me))
-            if lookup.expected_count in (None, len(candidate)):
-                current[0] = candidate
-                self.state.peers = candidate
+            candidate = snapshot((*fresh, me)) if fresh else ()
+            current[0] = next_set(current[0], candidate, lookup.expected_count)
+            self.state.peers = current[0]
             return current[0]
 
         agreed, outcome = await reach_agreement(
@@ -362,9 +390,11 @@ class Entrypoint:
     async def _supervise(self) -> int:
         from h2o_k8s_discovery.watch import watch_node  # noqa: PLC0415 - see run()
 
-        watching = asyncio.create_task(watch_node(self.state), name="watch-node")
+        watching = asyncio.create_task(
+            watch_node(self.state, context_path=self.h2o_args.context_path), name="watch-node"
+        )
         try:
-            status = await self.supervisor.wait()
+            status = await self._jvm_exit(watching)
             if self.shutdown is not None:
                 status = await self.shutdown
         finally:
@@ -378,6 +408,16 @@ class Entrypoint:
         self.state.phase = Phase.EXITED
         self.state.exit_status = status
         return exit_codes.CLOUD_LOST if self.cloud_lost else status
+
+    async def _jvm_exit(self, watching: asyncio.Task[None]) -> int:
+        """The JVM's exit status; raises what ended the watcher if it crashed first."""
+        jvm = asyncio.create_task(self.supervisor.wait(), name="jvm-exit")
+        await asyncio.wait({jvm, watching}, return_when=asyncio.FIRST_COMPLETED)
+        error = watching.exception() if watching.done() and not watching.cancelled() else None
+        if error is not None:
+            jvm.cancel()
+            raise error
+        return await jvm
 
     def _on_cloud_damage(self, damage: str) -> None:
         if self.shutdown is not None or not self.supervisor.running:

@@ -49,18 +49,32 @@ async def run_sidecar(settings: Settings) -> int:
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stopped.set)
     watching = asyncio.create_task(_watch(settings, state), name="sidecar-watch")
+    stop = asyncio.create_task(stopped.wait(), name="sidecar-stop")
     try:
-        await stopped.wait()
+        await asyncio.wait({watching, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done():
+            # The watcher runs until cancelled: ending by itself is a bug, and readiness would
+            # be stuck from then on. Say so with the traceback and let the kubelet restart us.
+            log.error(
+                "unexpected error: the sidecar stops; this is a bug", exc_info=_error_of(watching)
+            )
+            return exit_codes.FAILURE
         log.info("stop signal received: the sidecar stops")
         state.phase = Phase.STOPPING
     finally:
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
+        stop.cancel()
+        if not watching.done():
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await server.stop()
     return exit_codes.OK
+
+
+def _error_of(task: asyncio.Task[None]) -> BaseException | None:
+    return None if task.cancelled() else task.exception()
 
 
 async def _watch(settings: Settings, state: NodeState) -> None:

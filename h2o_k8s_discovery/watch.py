@@ -17,8 +17,11 @@ from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 
 
-async def watch_node(state: NodeState) -> None:
-    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set."""
+async def watch_node(state: NodeState, *, context_path: str = "") -> None:
+    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set.
+
+    ``context_path``: H2O's ``-context_path`` (``""`` or ``/path``), under which its REST API is.
+    """
     me = state.self_peer
     if me is None:
         raise ValueError("watch_node needs the node's own address (state.self_peer)")
@@ -30,7 +33,7 @@ async def watch_node(state: NodeState) -> None:
             formed.set()
 
     watcher = CloudWatcher(
-        cloud_url(str(me.ip), me.port),
+        cloud_url(str(me.ip), me.port, context_path),
         observe,
         is_formed=formed.is_set,
         on_refused=state.observe_local_refusal,
@@ -38,7 +41,7 @@ async def watch_node(state: NodeState) -> None:
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:
-        await formed.wait()
+        await _formed_or_failed(formed, cloud)
         members = asyncio.create_task(_watch_members(state, me), name="member-watcher")
         await asyncio.gather(cloud, members)
     finally:
@@ -47,6 +50,18 @@ async def watch_node(state: NodeState) -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+async def _formed_or_failed(formed: asyncio.Event, cloud: asyncio.Task[None]) -> None:
+    """Wait until the cloud has formed; raise what ended the cloud watcher if it ended first
+    (a bug: waiting on for ``formed`` would hide it and leave readiness stuck)."""
+    waiting = asyncio.create_task(formed.wait(), name="formed")
+    try:
+        await asyncio.wait({waiting, cloud}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if cloud.done():
+        await cloud
 
 
 async def _watch_members(state: NodeState, me: Peer) -> None:

@@ -8,9 +8,9 @@ import math
 from collections.abc import AsyncIterator
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from h2o_k8s_discovery.agreement import ask_peers, reach_agreement
+from h2o_k8s_discovery.agreement import ask_peers, next_set, reach_agreement
 from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
@@ -123,8 +123,8 @@ async def test_agreement_gives_up_at_the_deadline() -> None:
     assert left[0] == 0
 
 
-async def test_metrics_are_prometheus_text() -> None:
-    """/metrics parses as Prometheus text and reports phase, peers, leader and DNS errors."""
+async def test_metrics_are_openmetrics_text() -> None:
+    """/metrics parses as OpenMetrics and reports phase, peers, leader and DNS errors."""
     port = free_port()
     state = NodeState(phase=Phase.FORMING, peers=PEERS[:1], self_peer=ME)
     state.dns_polls, state.dns_errors, state.lookup_seconds = 4, {"servfail": 2}, 1.5
@@ -154,7 +154,7 @@ async def test_metrics_are_prometheus_text() -> None:
         await server.stop()
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
         for sample in family.samples
     }
     prefix = "h2o_k8s_discovery"
@@ -165,3 +165,20 @@ async def test_metrics_are_prometheus_text() -> None:
     assert samples[(f"{prefix}_dns_polls_total", ())] == 4
     assert samples[(f"{prefix}_dns_errors_total", (("kind", "servfail"),))] == 2
     assert samples[(f"{prefix}_lookup_duration_seconds", ())] == 1.5
+
+
+def test_next_set_never_shrinks_without_an_expected_count() -> None:
+    """Without a count only a superset replaces the set; empty or partial answers keep it."""
+    grown = snapshot([*PEERS, Peer.parse("127.0.0.4", 54321)])
+    assert next_set(PEERS, (), None) == PEERS
+    assert next_set(PEERS, PEERS[:1], None) == PEERS
+    assert next_set(PEERS, snapshot([*PEERS[:2], grown[-1]]), None) == PEERS
+    assert next_set(PEERS, grown, None) == grown
+
+
+def test_next_set_with_an_expected_count_takes_exactly_that_count() -> None:
+    """With a count a fresh answer of that size replaces the set, any other size keeps it."""
+    other = snapshot([*PEERS[:2], Peer.parse("127.0.0.4", 54321)])
+    assert next_set(PEERS, other, 3) == other
+    assert next_set(PEERS, PEERS[:2], 3) == PEERS
+    assert next_set(PEERS, (), 3) == PEERS

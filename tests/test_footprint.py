@@ -46,7 +46,7 @@ def test_the_command_line_imports_no_heavy_module() -> None:
 
 
 def test_run_and_sidecar_work_without_openssl() -> None:
-    """Their modules import, nothing maps libssl, hashes still come out right."""
+    """Their modules import, /metrics renders, nothing maps libssl, hashes come out right."""
     found = fresh_python(
         """
         import hashlib, json, sys
@@ -55,6 +55,9 @@ def test_run_and_sidecar_work_without_openssl() -> None:
         keep_openssl_out()
         import h2o_k8s_discovery.runner, h2o_k8s_discovery.sidecar
         import aiohttp.connector, hashlib, hmac
+        from h2o_k8s_discovery import metrics
+        from h2o_k8s_discovery.node_state import NodeState
+        rendered = metrics.render(NodeState())
         maps = Path("/proc/self/maps").read_text()
         print(json.dumps({
             "ssl": sys.modules["ssl"] is None and aiohttp.connector.ssl is None,
@@ -63,11 +66,15 @@ def test_run_and_sidecar_work_without_openssl() -> None:
             "hashlib_without_openssl": sys.modules["_hashlib"] is None,
             "sha256": hashlib.sha256(b"h2o").hexdigest(),
             "hmac": hmac.new(b"k", b"h2o", "sha256").hexdigest(),
+            "metrics": rendered.endswith(b"# EOF\\n"),
+            "exposition": "prometheus_client.exposition" in sys.modules,
         }))
         """
     )
     assert found["ssl"]
     assert not found["libssl"]
+    assert found["metrics"]
+    assert not found["exposition"]
     # libcrypto only stays when this Python takes its hashes from OpenSSL alone.
     assert found["libcrypto"] is not found["hashlib_without_openssl"]
     assert found["sha256"] == "37a068536b430cf7ceb9cd44d4cf245446cb17bbcc44acaca0379d008ff2aef4"

@@ -283,6 +283,7 @@ class PodFactory:
         mode: str = "trap",
         *,
         env: Mapping[str, str] | None = None,
+        unset: Sequence[str] = (),
         args: Sequence[str] = (),
         pid_namespace: bool = False,
         unprivileged: bool = False,
@@ -293,7 +294,8 @@ class PodFactory:
     ) -> Pod:
         """One ``run`` entrypoint; ``mode`` is the stand-in JVM's (see children/java.py).
 
-        ``output``: a file descriptor for its stdout and stderr instead of the log file.
+        ``output``: a file descriptor for its stdout and stderr instead of the log file;
+        ``unset``: variables left out of its environment (defaults of this factory included).
         """
         python = sys.executable
         pythonpath = PYTHONPATH
@@ -339,6 +341,8 @@ class PodFactory:
             "STAND_IN_DIR": str(evidence),
             **(env or {}),
         }
+        for name in unset:
+            full_env.pop(name, None)
         command = [python, "-m", "h2o_k8s_discovery", "run", "--", *args]
         if unprivileged:
             command = [*as_nobody(), *command]
@@ -377,3 +381,76 @@ class PodFactory:
             kill_all(pod.leftovers())
         for workdir in self.shared:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Sidecar:
+    """One ``sidecar`` process beside a stand-in JVM that serves a formed ``/3/Cloud``."""
+
+    process: subprocess.Popen[bytes]
+    jvm: subprocess.Popen[bytes]
+    log_path: Path
+    api_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any] | None:
+        return status_of(self.api_port)
+
+    def wait_phase(self, phase: str, seconds: float = 20) -> None:
+        wait_for(
+            lambda: (self.status() or {}).get("phase") == phase,
+            seconds,
+            f"phase {phase}:\n{self.log()}",
+        )
+
+    def close(self) -> None:
+        for process in (self.process, self.jvm):
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def start_sidecar(workdir: Path, env: Mapping[str, str] | None = None) -> Sidecar:
+    """``python -m h2o_k8s_discovery sidecar`` as the sidecar layout runs it: the flatfile is
+    already written (by ``discover --write`` in a real pod) and the stand-in JVM, started
+    beside it as the stock image starts H2O, serves a formed cloud of this one node."""
+    h2o_port, api_port = free_port_pair(), free_port()
+    evidence = workdir / "evidence"
+    evidence.mkdir(parents=True)
+    flatfile = workdir / "flatfile"
+    flatfile.write_text(f"127.0.0.1:{h2o_port}\n")
+    java = [sys.executable, str(STAND_IN_JAVA), "-flatfile", str(flatfile)]
+    jvm = subprocess.Popen(
+        [*java, "-port", str(h2o_port), "-ip", "127.0.0.1"],
+        env={
+            "PATH": os.environ["PATH"],
+            "STAND_IN_MODE": "cloud+trap",
+            "STAND_IN_DIR": str(evidence),
+        },
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log_path = workdir / "sidecar.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "h2o_k8s_discovery", "sidecar"],
+            env={
+                "PATH": os.environ["PATH"],
+                "PYTHONPATH": PYTHONPATH,
+                "H2O_KUBERNETES_SERVICE_DNS": SERVICE,
+                "H2O_KUBERNETES_API_PORT": str(api_port),
+                "H2O_PORT": str(h2o_port),
+                "H2O_FLATFILE": str(flatfile),
+                "POD_IP": "127.0.0.1",
+                **(env or {}),
+            },
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Sidecar(process=process, jvm=jvm, log_path=log_path, api_port=api_port)

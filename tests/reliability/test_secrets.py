@@ -38,15 +38,9 @@ def secret_pod(launch: Launch, tmp_path: Path) -> Pod:
             "JAVA_OPTS": f"-Xmx1g -Djavax.net.ssl.keyStorePassword={OPTS_SECRET}",
             "H2O_DISCOVERY_LOG_LEVEL": "DEBUG",
         },
-        args=[
-            "-jks",
-            "/etc/h2o/keystore.jks",
-            "-jks_pass",
-            JKS_SECRET,
-            "-hash_login",
-            "-login_conf",
-            str(realm),
-        ],
+        # Without -jks and -hash_login, which run refuses (h2o_args.py): the passwords and the
+        # login file still reach the JVM's command line, and must stop there.
+        args=["-jks_pass", JKS_SECRET, "-login_conf", str(realm)],
     )
     pod.wait_phase("forming")
     wait_for(pod.java_ready, 10, "the stand-in JVM")

@@ -20,8 +20,8 @@ Behaviours:
 - ``stubborn``: record and ignore TERM and INT; run until killed.
 - ``flatfile``: read the flatfile now, as H2O does during its boot (on a pipe this waits until
   the peers are written), and keep a copy as ``flatfile`` in the evidence.
-- ``cloud``: also serve ``GET /3/Cloud`` on ``-ip``/``-port``, reporting a formed, healthy cloud
-  of every flatfile peer with this node as leader.
+- ``cloud``: also serve ``GET /3/Cloud`` on ``-ip``/``-port`` (under ``-context_path``, as H2O
+  does), reporting a formed, healthy cloud of every flatfile peer with this node as leader.
 - ``fork-exit[:group|:session]``: leave a running grandchild in its process group, one in a
   session of its own, or (no argument) both, then exit 0.
 - ``orphans``: leave an orphan that exits at once, then exit 0 when no zombie stayed in the
@@ -90,6 +90,9 @@ def read_flatfile() -> str:
 def serve_cloud() -> None:
     """Answer /3/Cloud like a node that formed a cloud of every flatfile peer, as leader."""
     ip, port = option("-ip"), int(option("-port"))
+    # Under -context_path, as H2O serves its REST API (a leading "/" added, "/" alone: none).
+    raw = option("-context_path") if "-context_path" in sys.argv else "/"
+    context = ("" if raw.strip() == "/" else raw) if raw.startswith("/") else "/" + raw
     lines = read_flatfile().split()
     own = f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
     members = [own, *sorted(line for line in lines if line != own)]
@@ -108,7 +111,7 @@ def serve_cloud() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200 if self.path.startswith("/3/Cloud") else 404)
+            self.send_response(200 if self.path.startswith(f"{context}/3/Cloud") else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
