@@ -69,6 +69,9 @@ class NodeState:
     last_answer_at: float | None = None
     #: Members that stopped accepting connections after formation (``members.py``).
     lost_members: frozenset[Peer] = frozenset()
+    #: Why the local node's REST API cannot be read (a 401, a 403, an untrusted certificate):
+    #: it will not form in our eyes until that is fixed, so readiness is 503 meanwhile.
+    rest_problem: str | None = None
 
     @property
     def expected_size(self) -> int:
@@ -103,6 +106,10 @@ class NodeState:
                 "is_leader": self.is_leader,
             },
         )
+
+    def observe_rest_problem(self, problem: str | None) -> None:
+        """Record why the local node's REST API refuses us (``None``: it answers again)."""
+        self.rest_problem = problem
 
     def observe_members(self, lost: frozenset[Peer]) -> None:
         """Record which members of the formed cloud do not accept connections any more."""
@@ -157,7 +164,7 @@ class NodeState:
             if self.damage is not None:
                 return UNAVAILABLE
             return LEADER if self.is_leader else FOLLOWER
-        if self.phase in (Phase.STOPPING, Phase.EXITED):
+        if self.phase in (Phase.STOPPING, Phase.EXITED) or self.rest_problem is not None:
             return UNAVAILABLE
         # Still forming: H2O answers 200 so the pod is published in DNS; configurable.
         return LEADER if self.ready_until_formed else UNAVAILABLE
@@ -185,4 +192,5 @@ class NodeState:
             "last_dns_error": self.last_dns_error,
             "agreement": self.agreement,
             "damage": self.damage,
+            "rest_problem": self.rest_problem,
         }

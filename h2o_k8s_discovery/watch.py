@@ -14,10 +14,14 @@ from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
+from h2o_k8s_discovery.rest_security import RestAccess
 
 
-async def watch_node(state: NodeState) -> None:
-    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set."""
+async def watch_node(state: NodeState, access: RestAccess | None = None) -> None:
+    """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set.
+
+    ``access``: how to call H2O's REST API when it runs a login service or HTTPS.
+    """
     me = state.self_peer
     if me is None:
         raise ValueError("watch_node needs the node's own address (state.self_peer)")
@@ -28,7 +32,14 @@ async def watch_node(state: NodeState) -> None:
         if state.phase is Phase.FORMED:
             formed.set()
 
-    watcher = CloudWatcher(cloud_url(str(me.ip), me.port), observe, is_formed=formed.is_set)
+    access = access or RestAccess()
+    watcher = CloudWatcher(
+        cloud_url(str(me.ip), me.port, access.scheme),
+        observe,
+        is_formed=formed.is_set,
+        access=access,
+        on_problem=state.observe_rest_problem,
+    )
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:
