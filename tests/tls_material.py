@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from h2o_k8s_discovery.rest_security import H2O_DEFAULT_JKS_PASS
+
 
 @dataclass(frozen=True)
 class Keystore:
@@ -23,7 +25,7 @@ class Keystore:
 
 
 def make_keystore(
-    directory: Path, name: str, ips: Sequence[str], password: str = "h2oh2o"
+    directory: Path, name: str, ips: Sequence[str], password: str = H2O_DEFAULT_JKS_PASS
 ) -> Keystore:
     """A PKCS12 keystore with a self-signed certificate for ``ips`` (IP SANs), and its PEM."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,140 @@
+"""Reading H2O's REST security from the settings and the h2o.jar arguments, checked at start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from h2o_k8s_discovery.errors import ConfigError
+from h2o_k8s_discovery.redaction import redacted
+from h2o_k8s_discovery.rest_security import load_rest_access, parse_h2o_args
+from h2o_k8s_discovery.settings import RestSettings
+from tests.tls_material import make_keystore, new_password, secret_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def problems_of(rest: RestSettings, args: list[str] | None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_rest_access(rest, args)
+    return "\n".join(caught.value.problems)
+
+
+def test_h2o_args_name_the_login_and_the_keystore() -> None:
+    """The login option and ``-jks``'s file are read; a value is never taken for an option."""
+    args = parse_h2o_args(["-jks_pass", "-hash_login", "-login_conf", "r", "-jks", "k.p12"])
+    assert args.login is None  # "-hash_login" here is -jks_pass's value, as H2O reads it
+    assert args.jks == "k.p12"
+    assert args.jks_pass_given
+    assert parse_h2o_args(["-ldap_login", "-login_conf", "l"]).login == "-ldap_login"
+
+
+def test_the_password_comes_from_its_file(tmp_path: Path) -> None:
+    """The file's one line is the password; the trailing newline of ``echo`` is dropped."""
+    password = "s3 cret"  # noqa: S105 - a test value, with a space to show it is kept
+    rest = RestSettings(user="u", password_file=secret_file(tmp_path, "pw", password))
+    access = load_rest_access(rest, ["-hash_login", "-login_conf", "realm"])
+    assert access.password == password
+    assert access.headers() == {"Authorization": "Basic dTpzMyBjcmV0"}
+    assert password not in repr(access)
+    assert not access.https
+
+
+def test_a_missing_password_file_names_the_variable(tmp_path: Path) -> None:
+    """A password file that is not there: the problem names H2O_REST_PASSWORD_FILE and path."""
+    missing = tmp_path / "nothing"
+    text = problems_of(RestSettings(user="u", password_file=missing), None)
+    assert f"H2O_REST_PASSWORD_FILE={str(missing)!r}" in text
+    assert "mount the Secret" in text
+
+
+@pytest.mark.parametrize(
+    ("rest", "args", "expected"),
+    [
+        (RestSettings(user="u"), None, "H2O_REST_PASSWORD_FILE is not"),
+        (RestSettings(), ["-hash_login", "-login_conf", "r"], "H2O_REST_USER and"),
+        (RestSettings(), ["-jks", "k.p12"], "H2O_REST_CA_FILE is not set"),
+        (RestSettings(ca_file=Path("/dev/null")), [], "have no -jks"),
+        (RestSettings(jks_password_file=Path("/dev/null")), [], "H2O_JKS_PASSWORD_FILE="),
+    ],
+)
+def test_pairings_that_cannot_work_are_refused(
+    rest: RestSettings, args: list[str] | None, expected: str
+) -> None:
+    """A login option without credentials, -jks without a CA and the like are refused."""
+    assert expected in problems_of(rest, args)
+
+
+def test_a_ca_file_without_certificates_is_refused(tmp_path: Path) -> None:
+    """H2O_REST_CA_FILE naming a file with no PEM certificate is refused at start."""
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate\n")
+    text = problems_of(RestSettings(ca_file=junk), ["-jks", "k.p12"])
+    assert "H2O_REST_CA_FILE=" in text
+
+
+def test_a_real_ca_file_means_https(tmp_path: Path) -> None:
+    """A keytool-made certificate as H2O_REST_CA_FILE, with -jks: HTTPS, chain and name checked."""
+    keystore = make_keystore(tmp_path, "h2o", ["198.18.0.2"])
+    access = load_rest_access(RestSettings(ca_file=keystore.ca_pem), ["-jks", str(keystore.path)])
+    assert access.scheme == "https"
+    context = access.ssl_context()
+    assert context is not None
+    assert context.check_hostname
+
+
+def test_jks_pass_is_redacted_in_the_logged_command() -> None:
+    """``-jks_pass``'s value never appears in the command line ``run`` logs."""
+    assert redacted(["-jks", "k", "-jks_pass", "hunter2"]) == ["-jks", "k", "-jks_pass", "***"]
+
+
+def test_run_exits_2_naming_a_missing_password_file(tmp_path: Path) -> None:
+    """The console command refuses an unreadable password file before starting anything."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
+        "H2O_KUBERNETES_SERVICE_DNS": "h2o.test.svc.cluster.local",
+        "H2O_REST_USER": "admin",
+        "H2O_REST_PASSWORD_FILE": str(tmp_path / "absent"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", "-hash_login"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "H2O_REST_PASSWORD_FILE=" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_wrong_keystore_password_exits_2(tmp_path: Path) -> None:
+    """H2O_JKS_PASSWORD_FILE with the wrong password: exit 2 naming it, no password shown."""
+    right, wrong = new_password(), new_password()
+    keystore = make_keystore(tmp_path, "h2o", ["127.0.0.1"], password=right)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
+        "H2O_KUBERNETES_SERVICE_DNS": "h2o.test.svc.cluster.local",
+        "H2O_REST_CA_FILE": str(keystore.ca_pem),
+        "H2O_JKS_PASSWORD_FILE": str(secret_file(tmp_path, "pw", wrong)),
+        "H2O_FLATFILE": str(tmp_path / "h2o" / "flatfile"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", "-jks", str(keystore.path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "H2O_JKS_PASSWORD_FILE=" in done.stderr
+    assert wrong not in done.stderr + done.stdout
+    assert right not in done.stderr + done.stdout
