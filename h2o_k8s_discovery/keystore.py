@@ -47,6 +47,10 @@ def with_private_keystore(args: Sequence[str], password_file: Path, directory: P
 
 
 def _copy_keystore(source: Path, password_file: Path, copy: Path) -> None:
+    if not source.is_file():
+        raise ConfigError(
+            [f"-jks {source}: no such file: mount the keystore there, or fix the path"]
+        )
     keytool = _keytool()
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.unlink(missing_ok=True)  # keytool would add to an old copy, under its old password
