@@ -4,8 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 NODES ?= 3
+# checkov pins packaging below 24, which pytest and hatchling cannot use: it gets its own venv.
+CHECKOV_VENV ?= .venv-checkov
 
-.PHONY: setup system-deps jar lint test test-quick demo bench clean
+.PHONY: setup system-deps jar lint checkov test test-quick demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov>=3.2,<4'
+	touch $@
+
+# The manifests' security checks; tests/test_checkov.py compares them to the accepted list.
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov -d docker/kubernetes --framework kubernetes secrets --compact --quiet \
+	  || true
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -33,7 +45,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # The whole suite, slow and root-only tests included (they skip with a reason when not root).
-test: setup system-deps jar lint
+test: setup system-deps jar lint $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/pytest
 
 # A quick local run: no JVM, no long waits.
@@ -47,4 +59,4 @@ bench: setup system-deps jar
 	$(PY) bench/discovery.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
