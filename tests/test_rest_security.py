@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +10,7 @@ from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.rest_security import load_rest_access, parse_h2o_args
 from h2o_k8s_discovery.settings import RestSettings
-from tests.tls_material import make_keystore, new_password, secret_file
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.tls_material import make_keystore, secret_file
 
 
 def problems_of(rest: RestSettings, args: list[str] | None) -> str:
@@ -90,51 +85,3 @@ def test_a_real_ca_file_means_https(tmp_path: Path) -> None:
 def test_jks_pass_is_redacted_in_the_logged_command() -> None:
     """``-jks_pass``'s value never appears in the command line ``run`` logs."""
     assert redacted(["-jks", "k", "-jks_pass", "hunter2"]) == ["-jks", "k", "-jks_pass", "***"]
-
-
-def test_run_exits_2_naming_a_missing_password_file(tmp_path: Path) -> None:
-    """The console command refuses an unreadable password file before starting anything."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(REPO),
-        "H2O_KUBERNETES_SERVICE_DNS": "h2o.test.svc.cluster.local",
-        "H2O_REST_USER": "admin",
-        "H2O_REST_PASSWORD_FILE": str(tmp_path / "absent"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", "-hash_login"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "H2O_REST_PASSWORD_FILE=" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_a_wrong_keystore_password_exits_2(tmp_path: Path) -> None:
-    """H2O_JKS_PASSWORD_FILE with the wrong password: exit 2 naming it, no password shown."""
-    right, wrong = new_password(), new_password()
-    keystore = make_keystore(tmp_path, "h2o", ["127.0.0.1"], password=right)
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(REPO),
-        "H2O_KUBERNETES_SERVICE_DNS": "h2o.test.svc.cluster.local",
-        "H2O_REST_CA_FILE": str(keystore.ca_pem),
-        "H2O_JKS_PASSWORD_FILE": str(secret_file(tmp_path, "pw", wrong)),
-        "H2O_FLATFILE": str(tmp_path / "h2o" / "flatfile"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", "-jks", str(keystore.path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "H2O_JKS_PASSWORD_FILE=" in done.stderr
-    assert wrong not in done.stderr + done.stdout
-    assert right not in done.stderr + done.stdout
