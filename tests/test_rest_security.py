@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,37 @@ def test_a_real_ca_file_means_https(tmp_path: Path) -> None:
 def test_jks_pass_is_redacted_in_the_logged_command() -> None:
     """``-jks_pass``'s value never appears in the command line ``run`` logs."""
     assert redacted(["-jks", "k", "-jks_pass", "hunter2"]) == ["-jks", "k", "-jks_pass", "***"]
+
+
+def ssl_loaded_after_loading(rest: str, args: str) -> bool:
+    """Whether a fresh interpreter has ``ssl`` after the CLI's imports and ``load_rest_access``."""
+    code = (
+        "import sys, json\n"
+        "import h2o_k8s_discovery.cli\n"
+        "from pathlib import Path\n"
+        "from h2o_k8s_discovery.rest_security import load_rest_access\n"
+        "from h2o_k8s_discovery.settings import RestSettings\n"
+        f"load_rest_access({rest}, {args})\n"
+        "print(json.dumps('ssl' in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: bool = json.loads(done.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_ssl_is_imported_only_for_https(tmp_path: Path) -> None:
+    """Plain HTTP with a login loads no ``ssl``, so ``run`` can still keep OpenSSL out."""
+    password = secret_file(tmp_path, "pw", "x")
+    plain = f"RestSettings(user='u', password_file=Path({str(password)!r}))"
+    assert not ssl_loaded_after_loading(plain, "['-hash_login']")
+    keystore = make_keystore(tmp_path, "h2o", [])
+    https = f"RestSettings(ca_file=Path({str(keystore.ca_pem)!r}))"
+    assert ssl_loaded_after_loading(https, f"['-jks', {str(keystore.path)!r}]")
