@@ -6,8 +6,10 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 NODES ?= 3
 IMAGE ?= h2o-k8s:3.46.0.12
+# checkov pins packaging below 24, which pytest and hatchling cannot use: it gets its own venv.
+CHECKOV_VENV ?= .venv-checkov
 
-.PHONY: setup system-deps jar lint test test-quick test-floors test-image image demo bench clean
+.PHONY: setup system-deps jar lint checkov test test-quick test-floors test-image image demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov>=3.2,<4'
+	touch $@
+
+# The manifests' security checks; tests/test_checkov.py compares them to the accepted list.
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov -d docker/kubernetes --framework kubernetes secrets --compact --quiet \
+	  || true
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -36,7 +48,7 @@ lint: setup
 
 # The whole suite, slow and root-only tests included (they skip with a reason when not root),
 # then the quick suite again on the lowest dependency versions pyproject allows.
-test: setup system-deps jar lint
+test: setup system-deps jar lint $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/pytest
 	$(MAKE) test-floors
 
@@ -70,4 +82,4 @@ bench: setup system-deps jar
 	$(PY) bench/discovery.py
 
 clean:
-	rm -rf $(VENV) $(FLOORS_VENV) $(FLOORS_VENV).constraints .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(FLOORS_VENV) $(FLOORS_VENV).constraints $(CHECKOV_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -29,6 +29,7 @@ from h2o_k8s_discovery.errors import (
 from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
 from h2o_k8s_discovery.footprint import keep_openssl_out
 from h2o_k8s_discovery.h2o_args import read_h2o_args
+from h2o_k8s_discovery.rest_security import load_rest_access
 from h2o_k8s_discovery.settings import Settings, launch_settings_from_env
 
 log = logging.getLogger("h2o_k8s_discovery")
@@ -177,16 +178,19 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         extra = extra[1:]
     try:
         h2o_args = read_h2o_args(extra, settings.launch.pod_ip)
+        access = load_rest_access(settings.rest, extra)
+        extra = _h2o_args_without_passwords(settings, extra)
     except ConfigError as err:
         print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
         return exit_codes.USAGE
-    keep_openssl_out()
+    if not access.https:
+        keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
     from h2o_k8s_discovery.runner import run_entrypoint  # noqa: PLC0415
 
     try:
-        return asyncio.run(run_entrypoint(settings, extra, env, h2o_args=h2o_args))
+        return asyncio.run(run_entrypoint(settings, extra, env, h2o_args=h2o_args, access=access))
     except ConfigError as err:  # a setting this pod cannot honour; nothing was started
         print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
         return exit_codes.USAGE
@@ -197,12 +201,35 @@ def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings is None:
         return exit_codes.USAGE
     logs.configure(settings.log_level)
-    keep_openssl_out()
+    try:
+        access = load_rest_access(settings.rest, None)  # the sidecar sees no H2O arguments
+    except ConfigError as err:
+        print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
+        return exit_codes.USAGE
+    if not access.https:
+        keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
     from h2o_k8s_discovery.sidecar import run_sidecar  # noqa: PLC0415
 
-    return asyncio.run(run_sidecar(settings))
+    return asyncio.run(run_sidecar(settings, access))
+
+
+def _h2o_args_without_passwords(settings: Settings, extra: list[str]) -> list[str]:
+    """The jar's arguments, with ``-jks``'s keystore swapped for one H2O opens without
+    ``-jks_pass`` when ``H2O_JKS_PASSWORD_FILE`` is set (``keystore.py``); ``ConfigError``."""
+    if "-jks_pass" in extra:
+        log.warning(
+            "-jks_pass is among the h2o.jar arguments: H2O logs its arguments, this password "
+            "with them; mount the password as a file and set H2O_JKS_PASSWORD_FILE instead"
+        )
+    if settings.rest.jks_password_file is None:
+        return extra
+    from h2o_k8s_discovery.keystore import with_private_keystore  # noqa: PLC0415
+
+    return with_private_keystore(
+        extra, settings.rest.jks_password_file, settings.launch.flatfile.parent
+    )
 
 
 def _prepare_jvm(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -1,17 +1,21 @@
 """Keeping OpenSSL out of the long-lived processes: ``run`` and ``sidecar``.
 
 The entrypoint lives as long as the pod, beside H2O, so what it imports it carries for good
-(``bench/footprint.py`` measures it). It never uses TLS: it serves the kubelet over plain HTTP,
-asks the local H2O node and the peers' probe ports over plain HTTP, and queries DNS over UDP
-and TCP. Nor does it hash anything. Yet OpenSSL made up nearly 8 MB of its 44 MB resident:
-asyncio, aiohttp and dnspython import ``ssl`` whenever it is there, aiohttp then builds two SSL
-contexts holding the system's CA bundle, and ``hashlib`` loads libcrypto through ``_hashlib``.
+(``bench/footprint.py`` measures it). Unless H2O serves HTTPS it never uses TLS: it serves the
+kubelet over plain HTTP, asks the local H2O node and the peers' probe ports over plain HTTP,
+and queries DNS over UDP and TCP. Nor does it hash anything. Yet OpenSSL made up nearly 8 MB
+of its 44 MB resident: asyncio, aiohttp and dnspython import ``ssl`` whenever it is there,
+aiohttp then builds two SSL contexts holding the system's CA bundle, and ``hashlib`` loads
+libcrypto through ``_hashlib``.
 
 All of them work without those two modules, as on a Python built without OpenSSL: they catch
 the ImportError, and ``hashlib`` falls back to CPython's own md5, sha1, sha2, sha3 and blake2.
 Marking the modules absent in ``sys.modules`` before anything imports them makes every
 ``import ssl`` and ``import _hashlib`` fail that way. A process that already has them (a test
 run, a library user's program) keeps them: only a fresh ``run`` or ``sidecar`` does without.
+
+When H2O serves HTTPS (``-jks``, ``H2O_REST_CA_FILE``: ``rest_security.py``) the watcher needs
+``ssl``, so the CLI does not call ``keep_openssl_out`` at all and the pod carries OpenSSL.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """The h2o.jar arguments given after ``run --``: which ones contradict ``run``, which it follows.
 
 ``run`` builds H2O's command line itself (``jvm.py``): ``-flatfile``, ``-port``, ``-ip`` and
-``-name``, and it reads the node's ``/3/Cloud`` over plain HTTP, without credentials, at the
-pod's address. H2O takes the last of repeated options, so an argument after ``--`` that says
-otherwise wins inside the JVM while the entrypoint goes on from its own view: the flatfile is
-not the one written, the port is not the one watched, the REST API answers 401. The pod is
-then never Ready and the cause shows only at DEBUG. So each such argument is refused before
-anything starts (exit 2, naming it and what to set instead), or followed consistently:
-``-context_path`` moves H2O's REST API, and the watcher reads ``/3/Cloud`` under it.
+``-name``, and it reads the node's ``/3/Cloud`` at the pod's address. H2O takes the last of
+repeated options, so an argument after ``--`` that says otherwise wins inside the JVM while the
+entrypoint goes on from its own view: the flatfile is not the one written, the port is not the
+one watched. The pod is then never Ready and the cause shows only at DEBUG. So each such
+argument is refused before anything starts (exit 2, naming it and what to set instead), or
+followed consistently: ``-context_path`` moves H2O's REST API, and the watcher reads
+``/3/Cloud`` under it; the login options and ``-jks`` are followed by ``rest_security``, which
+refuses them without the credentials or the CA the watcher then needs.
 
 H2O's parser (``water.H2O.parseH2OArgumentsTo``) accepts ``-x`` and ``--x`` alike; so do we.
 Everything else is passed on unchanged.
@@ -22,11 +23,6 @@ from ipaddress import ip_address
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress
 
-_UNREADABLE = (
-    "H2O then answers the probe's GET /3/Cloud with 401 and the pod is never Ready; "
-    "put authentication in front of H2O (a proxy or an ingress) instead"
-)
-
 #: Options ``run`` cannot pass on, and what to do instead.
 REFUSED: dict[str, str] = {
     "flatfile": "run writes the flatfile from DNS; set H2O_FLATFILE to choose its path",
@@ -37,13 +33,6 @@ REFUSED: dict[str, str] = {
     "name": "run passes -name itself; set H2O_CLOUD_NAME instead",
     "client": "a client node is never a member of the cloud the probes wait for",
     "disable_web": "the probes read the node's /3/Cloud on its REST API",
-    "jks": "the probes read /3/Cloud over plain HTTP and H2O would serve HTTPS; terminate TLS "
-    "in front of H2O (a proxy or an ingress) instead",
-    "hash_login": _UNREADABLE,
-    "ldap_login": _UNREADABLE,
-    "kerberos_login": _UNREADABLE,
-    "pam_login": _UNREADABLE,
-    "spnego_login": _UNREADABLE,
 }
 
 

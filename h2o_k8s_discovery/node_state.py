@@ -85,6 +85,9 @@ class NodeState:
     #: rejoin. ``run`` learns it from its JVM's exit instead (and passes on that status).
     local_refusal_is_loss: bool = False
     local_refused: bool = False
+    #: Why the local node's REST API cannot be read (a 401, a 403, an untrusted certificate):
+    #: it will not form in our eyes until that is fixed, so readiness is 503 meanwhile.
+    rest_problem: str | None = None
 
     @property
     def expected_size(self) -> int:
@@ -122,6 +125,10 @@ class NodeState:
                 "is_leader": self.is_leader,
             },
         )
+
+    def observe_rest_problem(self, problem: str | None) -> None:
+        """Record why the local node's REST API refuses us (``None``: it answers again)."""
+        self.rest_problem = problem
 
     def observe_members(self, lost: Mapping[Peer, str], silent: Mapping[Peer, float]) -> None:
         """Record which members of the formed cloud are lost (and why) and which are silent."""
@@ -217,7 +224,7 @@ class NodeState:
             if self.damage is not None or self.silence is not None:
                 return UNAVAILABLE
             return LEADER if self.is_leader else FOLLOWER
-        if self.phase in (Phase.STOPPING, Phase.EXITED):
+        if self.phase in (Phase.STOPPING, Phase.EXITED) or self.rest_problem is not None:
             return UNAVAILABLE
         # Still forming: H2O answers 200 so the pod is published in DNS; configurable.
         return LEADER if self.ready_until_formed else UNAVAILABLE
@@ -246,4 +253,5 @@ class NodeState:
             "agreement": self.agreement,
             "damage": self.damage,
             "silence": self.silence,
+            "rest_problem": self.rest_problem,
         }

@@ -34,6 +34,7 @@ from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
 from h2o_k8s_discovery.pod_ip import early_start_address, known_address, own_ip, with_self
 from h2o_k8s_discovery.redaction import redacted
+from h2o_k8s_discovery.rest_security import RestAccess
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.startup_cache import cached_startup_options
 from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
@@ -59,16 +60,20 @@ async def run_entrypoint(
     env: Mapping[str, str],
     *,
     h2o_args: H2OArgs | None = None,
+    access: RestAccess | None = None,
 ) -> int:
     """Run the whole lifecycle; returns the exit status for the container.
 
     ``h2o_args``: what ``read_h2o_args`` found in ``extra_args`` (read here when not given).
+    ``access``: how to call H2O's REST API when it runs a login service or HTTPS.
     Raises ``ConfigError`` before anything starts when the settings cannot be honoured here
     (``H2O_JVM_EARLY_START=true`` without a known address, a contradicting argument).
     """
     if h2o_args is None:
         h2o_args = read_h2o_args(extra_args, settings.launch.pod_ip)
-    return await Entrypoint(settings, extra_args, env, h2o_args).run()
+    entrypoint = Entrypoint(settings, extra_args, env, h2o_args)
+    entrypoint.access = access
+    return await entrypoint.run()
 
 
 class Entrypoint:
@@ -106,6 +111,8 @@ class Entrypoint:
         #: Ends the lookup when an early-started JVM dies while it waits for its peers.
         self.early_exit_watch: asyncio.Task[None] | None = None
         self.cloud_lost = False
+        #: How to call H2O's REST API (``rest_security.py``); ``None``: plain HTTP, no login.
+        self.access: RestAccess | None = None
         #: True while an early-started JVM waits for its peers on the flatfile pipe.
         self.jvm_waiting = False
         if settings.probe.exit_on_cloud_loss:
@@ -391,7 +398,8 @@ class Entrypoint:
         from h2o_k8s_discovery.watch import watch_node  # noqa: PLC0415 - see run()
 
         watching = asyncio.create_task(
-            watch_node(self.state, context_path=self.h2o_args.context_path), name="watch-node"
+            watch_node(self.state, self.access, context_path=self.h2o_args.context_path),
+            name="watch-node",
         )
         try:
             status = await self._jvm_exit(watching)

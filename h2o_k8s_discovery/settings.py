@@ -173,12 +173,36 @@ class ProbeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RestSettings:
+    """How the watcher reaches an H2O that secures its REST API (``rest_security.py``).
+
+    Only paths here: the files are read once at start, by ``load_rest_access``, so a missing
+    Secret is an exit 2 before anything starts and a password never sits in the environment.
+    """
+
+    #: Basic-auth user for H2O's login service (``-hash_login``, ``-ldap_login``, ...).
+    user: str | None = None
+    #: File holding that user's password (a mounted Secret); one trailing newline is dropped.
+    password_file: Path | None = None
+    #: PEM certificate(s) to trust for H2O's HTTPS (``-jks``); set when the API is HTTPS.
+    ca_file: Path | None = None
+    #: Check that H2O's certificate names the address called (an IP SAN); the chain is checked
+    #: against ``ca_file`` either way.
+    check_hostname: bool = True
+    #: File holding the password of the keystore given with ``-jks``: ``run`` then hands H2O a
+    #: private copy under H2O's default password instead, so no password is on its command
+    #: line (H2O logs its arguments).
+    jks_password_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the entrypoint needs, validated."""
 
     lookup: LookupSettings
     launch: LaunchSettings = field(default_factory=LaunchSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    rest: RestSettings = field(default_factory=RestSettings)
     #: The entrypoint's own log level (H2O's log level is its ``-log_level`` argument).
     log_level: str = "INFO"
 
@@ -196,10 +220,11 @@ class Settings:
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
         lookup = _settle_ip_family(reader, lookup, launch.pod_ip)
+        rest = _read_rest(reader)
         _check_ports_apart(reader, lookup.h2o_port, probe.api_port)
         if reader.problems:
             raise ConfigError(reader.problems)
-        return cls(lookup=lookup, launch=launch, probe=probe, log_level=log_level)
+        return cls(lookup=lookup, launch=launch, probe=probe, rest=rest, log_level=log_level)
 
 
 def launch_settings_from_env(env: Mapping[str, str]) -> LaunchSettings:
@@ -248,6 +273,16 @@ def _read_launch(reader: _EnvReader) -> LaunchSettings:
         shutdown_grace=reader.get("H2O_SHUTDOWN_GRACE", defaults.shutdown_grace, _seconds(0, 3600)),
         pod_ip=reader.get("POD_IP", None, _ip_address),
         early_start=reader.get("H2O_JVM_EARLY_START", None, _boolean_or_auto),
+    )
+
+
+def _read_rest(reader: _EnvReader) -> RestSettings:
+    return RestSettings(
+        user=reader.get("H2O_REST_USER", None, _rest_user),
+        password_file=reader.get("H2O_REST_PASSWORD_FILE", None, _path),
+        ca_file=reader.get("H2O_REST_CA_FILE", None, _path),
+        check_hostname=reader.get("H2O_REST_TLS_CHECK_HOSTNAME", True, _boolean),
+        jks_password_file=reader.get("H2O_JKS_PASSWORD_FILE", None, _path),
     )
 
 
@@ -466,6 +501,13 @@ def _log_level(raw: str) -> str:
     if not raw.isascii() or raw.upper() not in _LOG_LEVELS:
         raise ValueError("expected one of " + ", ".join(_LOG_LEVELS))
     return raw.upper()
+
+
+def _rest_user(raw: str) -> str:
+    # Basic auth joins user and password with ':', so a user name cannot hold one (RFC 7617).
+    if raw == "" or ":" in raw or not raw.isprintable() or len(raw) > 256:
+        raise ValueError("expected a user name of 1-256 printable characters without ':'")
+    return raw
 
 
 def _cloud_name(raw: str) -> str:

@@ -21,6 +21,7 @@ from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot
 from h2o_k8s_discovery.pod_ip import known_address, own_ip
 from h2o_k8s_discovery.probes import ProbeServer
+from h2o_k8s_discovery.rest_security import RestAccess
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.watch import watch_node
 
@@ -31,8 +32,11 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _FLATFILE_POLL = 0.5
 
 
-async def run_sidecar(settings: Settings) -> int:
-    """Serve the probes until a stop signal; returns the exit status (0 after SIGTERM)."""
+async def run_sidecar(settings: Settings, access: RestAccess | None = None) -> int:
+    """Serve the probes until a stop signal; returns the exit status (0 after SIGTERM).
+
+    ``access``: how to call H2O's REST API when it runs a login service or HTTPS.
+    """
     state = NodeState(
         ready_until_formed=settings.probe.ready_until_formed,
         loss_timeout=settings.probe.cloud_loss_timeout,
@@ -48,7 +52,7 @@ async def run_sidecar(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stopped.set)
-    watching = asyncio.create_task(_watch(settings, state), name="sidecar-watch")
+    watching = asyncio.create_task(_watch(settings, state, access), name="sidecar-watch")
     stop = asyncio.create_task(stopped.wait(), name="sidecar-stop")
     try:
         await asyncio.wait({watching, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -77,14 +81,14 @@ def _error_of(task: asyncio.Task[None]) -> BaseException | None:
     return None if task.cancelled() else task.exception()
 
 
-async def _watch(settings: Settings, state: NodeState) -> None:
+async def _watch(settings: Settings, state: NodeState, access: RestAccess | None) -> None:
     peers = await _read_flatfile(settings)
     me = Peer(own_ip(known_address(settings.launch.pod_ip).ip, peers), settings.lookup.h2o_port)
     if me not in peers:
         log.warning("this pod (%s) is not in the flatfile; H2O will not form with it", me)
     state.peers, state.self_peer, state.phase = peers, me, Phase.FORMING
     log.info("watching %s for a cloud of %d", me, len(peers))
-    await watch_node(state)
+    await watch_node(state, access)
 
 
 async def _read_flatfile(settings: Settings) -> Snapshot:

@@ -15,11 +15,15 @@ from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
+from h2o_k8s_discovery.rest_security import RestAccess
 
 
-async def watch_node(state: NodeState, *, context_path: str = "") -> None:
+async def watch_node(
+    state: NodeState, access: RestAccess | None = None, *, context_path: str = ""
+) -> None:
     """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set.
 
+    ``access``: how to call H2O's REST API when it runs a login service or HTTPS.
     ``context_path``: H2O's ``-context_path`` (``""`` or ``/path``), under which its REST API is.
     """
     me = state.self_peer
@@ -32,10 +36,13 @@ async def watch_node(state: NodeState, *, context_path: str = "") -> None:
         if state.phase is Phase.FORMED:
             formed.set()
 
+    access = access or RestAccess()
     watcher = CloudWatcher(
-        cloud_url(str(me.ip), me.port, context_path),
+        cloud_url(str(me.ip), me.port, context_path, scheme=access.scheme),
         observe,
         is_formed=formed.is_set,
+        access=access,
+        on_problem=state.observe_rest_problem,
         on_refused=state.observe_local_refusal,
     )
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.probes import HEALTH_PATH, LEADER_PATH
+from h2o_k8s_discovery.rest_security import parse_h2o_args
 from h2o_k8s_discovery.settings import Settings
-from tests.manifests import Deployment, deployments, load, manifest_files
+from tests.manifests import Deployment, Resource, deployments, load, manifest_files
 
 DEPLOYMENTS = deployments()
 IDS = [d.path.name for d in DEPLOYMENTS]
@@ -20,7 +21,12 @@ def settings_of(deployment: Deployment) -> Settings:
 
 def test_every_layout_is_shipped() -> None:
     """Ours, the H2O-compatible example and the sidecar layout, one StatefulSet each."""
-    assert sorted(IDS) == ["h2o-cluster.yaml", "h2o-compatible.yaml", "h2o-sidecar.yaml"]
+    assert sorted(IDS) == [
+        "h2o-cluster.yaml",
+        "h2o-compatible.yaml",
+        "h2o-secured.yaml",
+        "h2o-sidecar.yaml",
+    ]
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=IDS)
@@ -185,3 +191,54 @@ def test_our_pods_prefer_separate_nodes() -> None:
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
     assert selector.items() <= ours.pod_labels.items()
+
+
+SECURED = [d for d in DEPLOYMENTS if d.path.name == "h2o-secured.yaml"]
+
+
+def secret_mount(deployment: Deployment) -> tuple[str, Resource]:
+    """The mount path of the pod's Secret volume and the Secret it names."""
+    volumes = {v["name"]: v for v in deployment.pod_spec["volumes"] if "secret" in v}
+    (mount,) = [m for m in deployment.container["volumeMounts"] if m["name"] in volumes]
+    name = volumes[mount["name"]]["secret"]["secretName"]
+    (secret,) = [
+        r for r in deployment.resources if r["kind"] == "Secret" and r["metadata"]["name"] == name
+    ]
+    assert mount.get("readOnly") is True
+    return str(mount["mountPath"]), secret
+
+
+@pytest.mark.parametrize("deployment", SECURED, ids=["h2o-secured.yaml"])
+def test_secured_layout_reads_every_secret_from_its_secret(deployment: Deployment) -> None:
+    """Every file the env and H2O's arguments name under the mount is a key of the Secret."""
+    mount, secret = secret_mount(deployment)
+    keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    named = [
+        value
+        for value in [*deployment.pod_env("10.42.0.12").values(), *deployment.args()]
+        if value.startswith(mount + "/")
+    ]
+    assert named, "nothing is read from the Secret"
+    for path in named:
+        assert path.removeprefix(mount + "/") in keys, path
+    internal = secret["stringData"]["internal-security.properties"]
+    for line in internal.splitlines():
+        if line.startswith(("h2o_ssl_jks_internal=", "h2o_ssl_jts=")):
+            assert line.partition("=")[2].removeprefix(mount + "/") in keys, line
+
+
+@pytest.mark.parametrize("deployment", SECURED, ids=["h2o-secured.yaml"])
+def test_secured_layout_pairs_h2o_and_the_watcher(deployment: Deployment) -> None:
+    """A login service with the watcher's credentials, -jks with a CA, and no password shown."""
+    settings = settings_of(deployment)
+    args = parse_h2o_args(deployment.args())
+    assert args.login == "-hash_login"
+    assert args.jks is not None
+    assert not args.jks_pass_given
+    assert settings.rest.user is not None
+    assert settings.rest.password_file is not None
+    assert settings.rest.ca_file is not None
+    assert settings.rest.jks_password_file is not None
+    env = deployment.pod_env("10.42.0.12")
+    # A password is only ever a file's name: no variable holds one.
+    assert not [name for name in env if "PASS" in name and not name.endswith("_FILE")]

@@ -96,6 +96,11 @@ KINDS = {
     "H2O_JVM_EARLY_START": "boolean_or_auto",
     "POD_IP": "ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
+    "H2O_REST_USER": "rest_user",
+    "H2O_REST_PASSWORD_FILE": "path",
+    "H2O_REST_CA_FILE": "path",
+    "H2O_REST_TLS_CHECK_HOSTNAME": "boolean",
+    "H2O_JKS_PASSWORD_FILE": "path",
 }
 FIELDS = {
     "H2O_KUBERNETES_SERVICE_DNS": "lookup.service_dns",
@@ -125,6 +130,11 @@ FIELDS = {
     "H2O_JVM_EARLY_START": "launch.early_start",
     "POD_IP": "launch.pod_ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
+    "H2O_REST_USER": "rest.user",
+    "H2O_REST_PASSWORD_FILE": "rest.password_file",
+    "H2O_REST_CA_FILE": "rest.ca_file",
+    "H2O_REST_TLS_CHECK_HOSTNAME": "rest.check_hostname",
+    "H2O_JKS_PASSWORD_FILE": "rest.jks_password_file",
 }
 BOOLEAN_WORDS = ("true", "false", "1", "0", "yes", "no", "on", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -297,6 +307,7 @@ NEAR_VALID: dict[str, Callable[[tuple[str, int] | None], st.SearchStrategy[str]]
     "path_or_off": lambda _: paths() | padded(mixed_case(("off", "none"))),
     "words": lambda _: java_opts(),
     "cloud_name": lambda _: cloud_names(),
+    "rest_user": lambda _: cloud_names() | st.text(alphabet=st.sampled_from("ab:é \t"), max_size=8),
     "unknown": lambda _: st.one_of(SECONDS, mixed_case(BOOLEAN_WORDS), st.integers().map(str)),
 }
 
@@ -383,6 +394,13 @@ def _cloud_name(raw: str, value: Any) -> None:
     assert value == raw
 
 
+def _rest_user(raw: str, value: Any) -> None:
+    assert value == raw
+    assert raw
+    assert ":" not in raw
+    assert raw.isprintable()
+
+
 def _record_type(_raw: str, value: Any) -> None:
     assert isinstance(value, RecordType)
 
@@ -423,6 +441,7 @@ ACCEPTED: dict[str, Callable[[str, Any], None]] = {
     "path_or_off": _path_or_off,
     "words": _words,
     "cloud_name": _cloud_name,
+    "rest_user": _rest_user,
 }
 
 
@@ -675,6 +694,16 @@ def publish_for(name: str, raw: str, dns: DnsServer) -> Callable[[], None]:
     return lambda: None
 
 
+#: Checked at start against each other and against H2O's arguments (``load_rest_access``): set
+#: alone, without ``-jks`` or a login option after ``--``, each is refused naming itself.
+PAIRED_AT_START = {
+    "H2O_REST_USER",
+    "H2O_REST_PASSWORD_FILE",
+    "H2O_REST_CA_FILE",
+    "H2O_JKS_PASSWORD_FILE",
+}
+
+
 @pytest.mark.parametrize("name", VARIABLES)
 @settings(
     max_examples=20,
@@ -716,6 +745,10 @@ def test_run_command_any_value(
             assert out == ""
             assert not started, "a JVM was started"
             assert not (workdir / "out").exists(), "a file was written"
+        elif name in PAIRED_AT_START:
+            assert status == 2, err
+            assert name in err
+            assert not started, "a JVM was started"
         else:
             assert status != 2, err
             assert started == (status == 0), (status, err)
