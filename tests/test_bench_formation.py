@@ -84,7 +84,8 @@ def test_readiness_follows_thresholds() -> None:
         False,
     ]
     assert state.ready
-    assert state.observe(False) and not state.ready
+    assert state.observe(False)
+    assert not state.ready
 
 
 def test_probe_success_is_200_to_399() -> None:
