@@ -6,9 +6,12 @@ instant, one per simulated pod) until (a) its REST API first answers
 and ``consensus == true``; a run's value is its slowest pod's. Also, once the cloud has formed:
 the bytes in each pod's ``java.io.tmpdir`` (the ~157 MB of XGBoost libraries H2O copies out of
 the jar on every start unless it finds them on ``java.library.path``) and the ``VmRSS`` of one
-pod's JVM. Three variants: *plain* (no extra option, as H2O's stock image starts it); *native
-libraries only* (``-Djava.library.path=<cache>/native:...``); *start-up cache* (that plus
-``-XX:SharedArchiveFile=<cache>/h2o.jsa``), the options ``startup_options`` gives ``run``.
+pod's JVM. Three variants: *plain* (no extra option, as H2O's stock image starts it); *start-up
+cache* (``-Djava.library.path=<cache>/native:...``, the options ``startup_options`` gives
+``run``); *cache + CDS archive* (that plus ``-XX:SharedArchiveFile=`` of an archive recorded
+here from one idle start, as the cache once shipped it: not shipped any more, because H2O then
+binds ``POST /4/sessions`` to the wrong method and the first session kills the cloud; measured
+to show what dropping it costs).
 
 How: every run builds fresh pods (``tests.pods``: network namespaces, own tmpdir and ice_root),
 a static flatfile listing the three pods' ``<ip>:54321`` and a new cloud name, starts the three
@@ -31,6 +34,7 @@ import json
 import os
 import secrets
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -57,6 +61,7 @@ from bench._common import (
 from h2o_k8s_discovery.settings import default_startup_cache
 from h2o_k8s_discovery.startup_cache import StartupCache, startup_options
 from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
+from tests.h2o_jvm import record_cds_archive
 from tests.pods import H2O_PORT, Pod, PodNetwork
 
 SIZE = 3
@@ -64,21 +69,19 @@ POLL = 0.05
 DEADLINE = 120.0
 HTTP_TIMEOUT = 1.0
 PLAIN = "plain"
-VARIANTS = (PLAIN, "native libraries only", "start-up cache")
-LIBRARY_PATH_OPTION = "-Djava.library.path="
-ARCHIVE_OPTION = "-XX:SharedArchiveFile="
+VARIANTS = (PLAIN, "start-up cache", "cache + CDS archive (not shipped)")
 
 
 # --- variants ------------------------------------------------------------------------------------
 
 
-def variant_options(cache: StartupCache) -> dict[str, list[str]]:
+def variant_options(cache: StartupCache, archive: Path) -> dict[str, list[str]]:
     """The extra JVM options of each variant, from the very function ``run`` uses."""
     options, notes = startup_options(cache, (), os.environ)
-    if len(options) != 2:
+    if not options:
         raise SystemExit(f"the start-up cache {cache.directory} is incomplete: {notes}")
-    libraries = [opt for opt in options if opt.startswith(LIBRARY_PATH_OPTION)]
-    return {VARIANTS[0]: [], VARIANTS[1]: libraries, VARIANTS[2]: options}
+    archived = [*options, f"-XX:SharedArchiveFile={archive}"]
+    return {VARIANTS[0]: [], VARIANTS[1]: options, VARIANTS[2]: archived}
 
 
 def warm(paths: Sequence[Path]) -> None:
@@ -277,6 +280,17 @@ def table(runs: Sequence[Run]) -> str:
     return markdown_table(headers, rows)
 
 
+def run_all(jar: Path, options: dict[str, list[str]], runs_each: int) -> list[Run]:
+    runs: list[Run] = []
+    order = schedule(runs_each)
+    for index, variant in enumerate(order, 1):
+        progress(f"run {index}/{len(order)}: {variant}")
+        run = measure(variant, jar, options[variant])
+        progress(f"  REST API up {fmt(run.api_up, 2)} s, cloud of {SIZE} {fmt(run.formed, 2)} s")
+        runs.append(run)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3, help="runs per variant (default 3)")
@@ -285,15 +299,12 @@ def main() -> None:
     runs_each = 1 if args.quick else args.runs
     jar = h2o_jar()
     cache = ensure_startup_cache(jar, default_startup_cache(jar), progress=progress)
-    options = variant_options(cache)
-    warm([cache.archive, cache.native_dir])
-    runs: list[Run] = []
-    order = schedule(runs_each)
-    for index, variant in enumerate(order, 1):
-        progress(f"run {index}/{len(order)}: {variant}")
-        run = measure(variant, jar, options[variant])
-        progress(f"  REST API up {fmt(run.api_up, 2)} s, cloud of {SIZE} {fmt(run.formed, 2)} s")
-        runs.append(run)
+    with tempfile.TemporaryDirectory(prefix="h2o-cds-") as scratch:
+        progress("recording a CDS archive from one idle start of H2O (not shipped)")
+        archive = record_cds_archive(jar, Path(scratch), startup_options(cache, (), {})[0])
+        options = variant_options(cache, archive)
+        warm([jar, archive, cache.native_dir])
+        runs = run_all(jar, options, runs_each)
     each = f"{runs_each} run{'s' if runs_each != 1 else ''} each"
     print(f"## JVM start-up: {SIZE} H2O JVMs (-Xmx{XMX}) started at once, {each}\n")
     print(table(runs))

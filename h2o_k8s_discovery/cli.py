@@ -103,9 +103,9 @@ def _build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser(
         "prepare-jvm",
         help="build the JVM start-up cache for H2O_JAR (once, e.g. in an image build)",
-        description="Unpack the jar's native libraries and record a class-data-sharing archive "
-        "from one start of H2O alone on loopback, into H2O_JVM_STARTUP_CACHE (default: "
-        "<H2O_JAR>.startup). run then starts H2O seconds sooner. Takes 10-30 s.",
+        description="Unpack the jar's native libraries into H2O_JVM_STARTUP_CACHE (default: "
+        "<H2O_JAR>.startup), with a manifest naming the jar by its content. run then starts H2O "
+        "sooner, and H2O copies nothing into its temp directory. Takes a few seconds.",
     )
     prepare.add_argument(
         "--if-missing",

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.dns_server import DnsServer
 from h2o_k8s_discovery.errors import H2OK8sDiscoveryError, StartupCacheError
 from h2o_k8s_discovery.jar import ensure_h2o_jar
@@ -200,6 +201,28 @@ def one_leader(views: Sequence[PodView]) -> bool:
     return formed and codes == [200] + [404] * (len(views) - 1)
 
 
+def pod_exit_message(pod: DemoPod, status: int) -> str:
+    """Which pod ended, with what status and what it means, and the end of its log."""
+    if status < 0:
+        meaning = f"its entrypoint was killed by {_signal_name(-status)}"
+    elif status > exit_codes.SIGNAL_BASE:
+        meaning = f"its H2O JVM was killed by {_signal_name(status - exit_codes.SIGNAL_BASE)}"
+    else:
+        meaning = "see its log"
+    try:
+        tail = (pod.workdir / "pod.log").read_text(errors="replace")[-2000:]
+    except OSError:
+        tail = "(no log)"
+    return f"{pod.name} exited with status {status} ({meaning}); its log ends:\n{tail}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 class Demo:
     def __init__(self, options: DemoOptions, out: TextIO) -> None:
         self.options = options
@@ -243,7 +266,7 @@ class Demo:
                     self.summarize(pods, views)
                     if not self.options.exit_when_ready:
                         self.say("cluster is up; press Ctrl-C to stop it")
-                        await asyncio.Event().wait()
+                        await self.watch(pods)
                 finally:
                     await self.stop_all()
         return 0
@@ -275,8 +298,21 @@ class Demo:
     def check_alive(self, pods: Sequence[DemoPod]) -> None:
         for pod, process in zip(pods, self.processes, strict=True):
             if process.returncode is not None:
-                tail = (pod.workdir / "pod.log").read_text(errors="replace")[-2000:]
-                raise DemoError(f"{pod.name} exited with status {process.returncode}:\n{tail}")
+                raise DemoError(pod_exit_message(pod, process.returncode))
+
+    async def watch(self, pods: Sequence[DemoPod]) -> None:
+        """Until a pod's entrypoint exits (it does when its JVM does): then a ``DemoError`` that
+        names the pod and its status; the caller stops the others."""
+        waits = {
+            asyncio.create_task(p.wait()): pod for p, pod in zip(self.processes, pods, strict=True)
+        }
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        ended = next(iter(done))
+        raise DemoError(pod_exit_message(waits[ended], ended.result()) + "\nstopping the others")
 
     def summarize(self, pods: Sequence[DemoPod], views: Sequence[PodView]) -> None:
         leader_pod = next(p for p, v in zip(pods, views, strict=True) if v.readiness == 200)
@@ -292,6 +328,7 @@ class Demo:
             )
         self.say(f"  peers: {' '.join(status.get('peers') or [])}")
         self.say(f"Flow (the leader's web UI): http://{HOST}:{leader_pod.h2o_port}/flow/index.html")
+        self.say(f'Python: h2o.connect(url="http://{HOST}:{leader_pod.h2o_port}")')
 
     async def stop_all(self) -> None:
         running = [p for p in self.processes if p.returncode is None]

@@ -52,3 +52,7 @@ class LaunchError(H2OK8sDiscoveryError):
 
 class StartupCacheError(H2OK8sDiscoveryError):
     """The JVM start-up cache is missing, made for another jar, or could not be prepared."""
+
+
+class NotAJarError(H2OK8sDiscoveryError, ValueError):
+    """A file given as the H2O jar is no zip archive whose central directory can be read."""

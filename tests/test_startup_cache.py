@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.errors import StartupCacheError
+from h2o_k8s_discovery.errors import NotAJarError, StartupCacheError
+from h2o_k8s_discovery.jar_identity import JarIdentity
 from h2o_k8s_discovery.jvm import jvm_command
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.settings import LaunchSettings, default_startup_cache
 from h2o_k8s_discovery.startup_cache import (
-    JarIdentity,
     StartupCache,
-    available_memory,
     cached_startup_options,
-    compressed_oops,
+    manifest_for,
     open_startup_cache,
     startup_options,
 )
@@ -36,20 +35,10 @@ def make_jar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def make_cache(
-    directory: Path, jar: Path, *, archive: bool = True, native: bool = True, nocoops: bool = True
-) -> Path:
+def make_cache(directory: Path, jar: Path, *, native: bool = True) -> Path:
     """A cache directory as prepare-jvm leaves it, recorded for ``jar``."""
     directory.mkdir()
-    identity = JarIdentity.of(jar)
-    manifest = {
-        "jar": {"path": identity.path, "size": identity.size, "mtime_ns": identity.mtime_ns}
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    if archive:
-        (directory / "h2o.jsa").write_bytes(b"archive")
-    if nocoops:
-        (directory / "h2o-nocoops.jsa").write_bytes(b"archive without compressed oops")
+    (directory / "manifest.json").write_text(manifest_for(JarIdentity.of(jar), "java", []))
     if native:
         (directory / "native").mkdir()
     return directory
@@ -66,12 +55,11 @@ def test_default_cache_sits_next_to_the_jar() -> None:
     assert default_startup_cache(Path("/")) == Path("/.startup")
 
 
-def test_a_cache_for_this_jar_adds_the_archive_and_the_libraries(jar: Path) -> None:
-    """Both parts are used, the cached libraries searched first and the usual places after."""
+def test_a_cache_for_this_jar_adds_the_libraries(jar: Path) -> None:
+    """The cached libraries are searched first and the usual places after; nothing else."""
     cache = open_startup_cache(make_cache(jar.parent / "c", jar), jar)
     options, notes = startup_options(cache, (), {"LD_LIBRARY_PATH": "/opt/cuda/lib64::"})
     assert options == [
-        f"-XX:SharedArchiveFile={cache.archive}",
         f"-Djava.library.path={cache.native_dir}:/opt/cuda/lib64:"
         "/usr/java/packages/lib:/usr/lib64:/lib64:/lib:/usr/lib",
     ]
@@ -79,72 +67,74 @@ def test_a_cache_for_this_jar_adds_the_archive_and_the_libraries(jar: Path) -> N
 
 
 def test_java_opts_of_the_user_win(jar: Path) -> None:
-    """A user's own class-data-sharing or library path choice is kept, and the skip is noted."""
+    """A user's own library path is kept, and the skip is noted."""
     cache = open_startup_cache(make_cache(jar.parent / "c", jar), jar)
-    options, notes = startup_options(cache, ("-Xshare:off", "-Djava.library.path=/mine"), {})
+    options, notes = startup_options(cache, ("-Djava.library.path=/mine",), {})
     assert options == []
-    assert len(notes) == 2
-    assert "class data sharing" in notes[0]
-    assert "java.library.path" in notes[1]
+    assert len(notes) == 1
+    assert "java.library.path" in notes[0]
 
 
-GIB = 1 << 30
+def test_a_cache_without_libraries_adds_nothing(jar: Path) -> None:
+    """A cache without libraries (another CPU) adds no option, and says why."""
+    cache = open_startup_cache(make_cache(jar.parent / "c", jar, native=False), jar)
+    assert startup_options(cache, (), {}) == (
+        [],
+        ["the cache holds no native libraries (none for this platform)"],
+    )
 
 
-@pytest.mark.parametrize(
-    ("java_opts", "memory", "expected"),
-    [
-        ((), None, True),
-        ((), 64 * GIB, True),  # 25 % by default: 16 GB
-        (("-XX:MaxRAMPercentage=50",), 48 * GIB, True),
-        (("-XX:MaxRAMPercentage=50",), 64 * GIB, False),
-        (("-XX:MaxRAMPercentage=50", "-XX:MaxRAM=16g"), 256 * GIB, True),
-        (("-Xmx31g",), 256 * GIB, True),
-        (("-Xmx32g",), None, False),
-        (("-Xmx40960m",), None, False),
-        (("-XX:MaxHeapSize=64G",), None, False),
-        (("-Xmx64g", "-Xmx8g"), None, True),
-        (("-XX:-UseCompressedOops",), None, False),
-        (("-XX:-UseCompressedOops", "-XX:+UseCompressedOops"), None, True),
-    ],
-)
-def test_the_archive_matches_the_jvms_compressed_oops(
-    jar: Path, java_opts: tuple[str, ...], memory: int | None, expected: bool
+def test_a_cds_archive_in_java_opts_is_warned_about(
+    jar: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A JVM with a heap of 32 GB or more runs without compressed oops and can only map the
-    archive made that way: the heap is predicted from JAVA_OPTS and the memory, as the JVM does."""
-    assert compressed_oops(java_opts, lambda: memory) is expected
-    cache = open_startup_cache(make_cache(jar.parent / "c", jar, native=False), jar)
-    options, notes = startup_options(cache, java_opts, {}, memory=lambda: memory)
-    name = "h2o.jsa" if expected else "h2o-nocoops.jsa"
-    assert options == [f"-XX:SharedArchiveFile={cache.directory / name}"]
-    assert notes == []
+    """JAVA_OPTS that map a class-data-sharing archive get a warning naming the danger."""
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.startup_cache")
+    opts = ("-XX:SharedArchiveFile=/opt/h2o.jsa",)
+    cached_startup_options(None, explicit=False, jar=jar, java_opts=opts, env={})
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "/opt/h2o.jsa" in warning.getMessage()
+    assert "kills the whole cloud" in warning.getMessage()
 
 
-def test_a_missing_no_compressed_oops_archive_is_noted(jar: Path) -> None:
-    """A cache without the second archive (a JDK without its base archive) gives none to a big
-    heap, and says so."""
-    cache = open_startup_cache(make_cache(jar.parent / "c", jar, nocoops=False), jar)
-    options, notes = startup_options(cache, ("-Xmx64g",), {})
-    assert not any(opt.startswith("-XX:SharedArchiveFile=") for opt in options)
-    assert notes == ["no cached archive for no compressed oops"]
+def test_the_identity_is_the_content_not_the_time_or_path(tmp_path: Path) -> None:
+    """The same bytes elsewhere with another time are the same jar; one changed byte of an
+    entry's content, at the same size, is another."""
+    first = make_jar(tmp_path / "a.jar", {"water/H2O.class": b"\xca\xfe"})
+    second = tmp_path / "elsewhere.jar"
+    second.write_bytes(first.read_bytes())
+    os.utime(second, (1_000_000_000, 1_000_000_000))
+    assert JarIdentity.of(first) == JarIdentity.of(second)
+    changed = make_jar(tmp_path / "b.jar", {"water/H2O.class": b"\xca\xff"})
+    assert changed.stat().st_size == first.stat().st_size
+    assert JarIdentity.of(changed) != JarIdentity.of(first)
 
 
-def test_available_memory_is_at_most_the_machines() -> None:
-    """The memory the JVM sizes its heap from is known here, and never above the machine's."""
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    memory = available_memory()
-    assert memory is not None
-    assert 0 < memory <= physical
-    assert available_memory(("-XX:-UseContainerSupport",)) == physical
+def test_a_zip64_jar_is_read(tmp_path: Path) -> None:
+    """A jar with zip64 end records (H2O's has over 65535 entries) has an identity too."""
+    path = tmp_path / "big.jar"
+    with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
+        for index in range(70_000):
+            archive.writestr(f"e/{index}", b"")
+    assert JarIdentity.of(path).size == path.stat().st_size
 
 
-def test_missing_parts_are_left_out(jar: Path) -> None:
-    """A cache without libraries (another CPU) still gives its archive, and vice versa."""
-    cache = open_startup_cache(make_cache(jar.parent / "c", jar, native=False), jar)
-    assert startup_options(cache, (), {})[0] == [f"-XX:SharedArchiveFile={cache.archive}"]
-    other = open_startup_cache(make_cache(jar.parent / "d", jar, archive=False), jar)
-    assert startup_options(other, (), {})[0][0].startswith("-Djava.library.path=")
+@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x05\x06" + b"\xff" * 18])
+def test_what_is_not_a_jar_has_no_identity(tmp_path: Path, content: bytes) -> None:
+    """A file that is no zip archive (or claims impossible offsets) raises NotAJarError."""
+    path = tmp_path / "h2o.jar"
+    path.write_bytes(content)
+    with pytest.raises(NotAJarError):
+        JarIdentity.of(path)
+
+
+def test_a_cache_of_the_old_format_is_refused(jar: Path) -> None:
+    """A cache with a CDS archive, from before the format changed, is not used."""
+    directory = make_cache(jar.parent / "c", jar)
+    (directory / "manifest.json").write_text(
+        json.dumps({"jar": {"path": str(jar), "size": 1, "mtime_ns": 1}})
+    )
+    with pytest.raises(StartupCacheError, match="another format"):
+        open_startup_cache(directory, jar)
 
 
 def test_a_cache_made_for_another_jar_is_refused(jar: Path) -> None:
@@ -155,7 +145,10 @@ def test_a_cache_made_for_another_jar_is_refused(jar: Path) -> None:
         open_startup_cache(directory, jar)
 
 
-@pytest.mark.parametrize("manifest", ["", "{", "[]", '{"jar": {"path": 1}}'])
+@pytest.mark.parametrize(
+    "manifest",
+    ["", "{", '{"format": 2}', '{"format": 2, "jar": {"size": 1}}', '{"format": 2, "jar": []}'],
+)
 def test_an_unreadable_manifest_is_refused(jar: Path, manifest: str) -> None:
     """A damaged manifest is an error naming the cache, never a traceback."""
     directory = make_cache(jar.parent / "c", jar)
@@ -188,9 +181,9 @@ def test_cache_options_come_before_java_opts() -> None:
         flatfile=Path("/tmp/f"),
         port=54321,
         own_ip=Peer.parse("10.0.0.1", 54321).ip,
-        startup_options=["-XX:SharedArchiveFile=/c/h2o.jsa"],
+        startup_options=["-Djava.library.path=/c/native"],
     )
-    assert argv[:3] == ["java", "-XX:SharedArchiveFile=/c/h2o.jsa", "-Xmx1g"]
+    assert argv[:3] == ["java", "-Djava.library.path=/c/native", "-Xmx1g"]
 
 
 @pytest.mark.skipif(not X86_64_LINUX, reason="the jar carries x86-64 Linux libraries only")
@@ -218,13 +211,9 @@ def test_native_libraries_are_unpacked_flat_and_only_for_this_platform(tmp_path:
 
 
 def test_cache_class_reports_its_parts(tmp_path: Path) -> None:
-    """The layout is one directory: h2o.jsa, native/ and manifest.json."""
+    """The layout is one directory: native/ and manifest.json."""
     cache = StartupCache(tmp_path)
-    assert (cache.archive.name, cache.native_dir.name, cache.manifest.name) == (
-        "h2o.jsa",
-        "native",
-        "manifest.json",
-    )
+    assert (cache.native_dir.name, cache.manifest.name) == ("native", "manifest.json")
 
 
 def test_a_cache_path_the_kernel_refuses_is_only_logged(
