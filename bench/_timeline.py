@@ -34,18 +34,18 @@ from bench._kubelet import EndpointChange, ProbeResult
 
 #: The moments of one pod, in the order they normally happen; absent ones are simply missing.
 EVENTS = (
-    "first probe",
     "probes up",
     "lookup start",
+    "first probe",
     "published",
     "lookup end",
     "agreement end",
+    "hand-over",
     "JVM spawned",
     "H2O main",
-    "hand-over",
     "heartbeat",
-    "cloud of N",
     "REST up",
+    "cloud of N",
     "formed seen",
     "consensus (poll)",
     "final readiness",

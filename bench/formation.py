@@ -28,6 +28,8 @@ as medians over runs, where the time went (``bench._timeline``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -406,6 +408,7 @@ def main() -> None:
     parser.add_argument(
         "--timeline", action="store_true", help="also print where the time went, per pod"
     )
+    parser.add_argument("--json", type=Path, help="also write every run's data to this file")
     args = parser.parse_args()
     pairs = args.pairs or (1 if args.quick else 5)
     scenarios = SCENARIOS[args.scenarios]
@@ -432,8 +435,16 @@ def main() -> None:
                     f"flaps {run.flaps}; load {machine_note()}"
                     + (f"\n{run.error}" if run.error else "")
                 )
+                if args.json is not None:
+                    save(runs, args.json)
                 time.sleep(2)  # let the stopped JVMs' memory and CPU settle
     report(runs, scenarios, args.timeline)
+
+
+def save(runs: Sequence[Run], path: Path) -> None:
+    """Every run so far as JSON, rewritten after each run so that an interruption loses one."""
+    data = [dataclasses.asdict(run) | {"impl": run.impl.value} for run in runs]
+    path.write_text(json.dumps({"machine": machine_note(), "runs": data}, indent=1))
 
 
 if __name__ == "__main__":
