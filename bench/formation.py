@@ -28,8 +28,10 @@ as medians over runs, where the time went (``bench._timeline``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -172,43 +174,58 @@ def _one_leader_404(state: State[object]) -> bool:
     return one_leader(tuple(code if isinstance(code, int) else None for code in state))
 
 
-def run_once(spec: ClusterSpec, scenario: Scenario, jar: Path) -> Run:
+def keep_logs(cluster: Cluster, directory: Path) -> None:
+    """Copy every pod's log (entrypoint and H2O) to ``directory/<pod>.log`` before cleanup."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for pod in cluster.pods:
+        with contextlib.suppress(OSError):
+            shutil.copyfile(cluster.log_path(pod), directory / f"{pod.name}.log")
+
+
+def run_once(spec: ClusterSpec, scenario: Scenario, jar: Path, logs: Path | None = None) -> Run:
     """One run: start the pods, poll until one leader held for ``HOLD`` s, read the logs."""
     with Cluster(spec, jar) as cluster:
-        cluster.start()
-        leaders = cluster.observe(API_PORT, LEADER_PATH, POLL_PERIOD, status_code)
-        clouds: list[Poller[CloudView | None]] = []
-        if scenario.full_cloud:
-            clouds = cluster.observe(H2O_PORT, CLOUD_PATH, POLL_PERIOD, cloud_view(spec.size))
-        holds = one_formed_leader(spec.size) if scenario.full_cloud else _one_leader_404
-
-        def lines() -> list[Sequence[tuple[float, object]]]:
-            codes_now = timelines(leaders)
-            current: list[Sequence[tuple[float, object]]] = [*codes_now]
-            current += [answered(line) for line in timelines(clouds)]
-            return current
-
-        def formed() -> tuple[float, float] | None:
-            current = lines()
-            codes_now = timelines(leaders)
-            end = observed_until(codes_now)
-            at = first_stable(merge(current), holds, HOLD, end)
-            return None if at is None else (at, end)
-
         try:
-            at, end = wait_until(formed, cluster, scenario.deadline)
-        except RunFailed as err:
-            return Run(spec.impl, scenario.name, None, 0, 0, error=str(err))
-        codes = timelines(leaders)
-        views = [answered(line) for line in timelines(clouds)]
-        states = merge(codes)
-        events = cluster.h2o_events()
-        moments = [
-            pod_moments(cluster.log_path(pod), cluster.wall0, spec.size) for pod in cluster.pods
-        ]
-        changes = [] if cluster.endpoints is None else cluster.endpoints.snapshot()
-        for index, prober in enumerate(cluster.probers):
-            moments[index] |= prober_moments(index, prober.results, changes)
+            return _observe(cluster, spec, scenario)
+        finally:
+            if logs is not None:
+                keep_logs(cluster, logs)
+
+
+def _observe(cluster: Cluster, spec: ClusterSpec, scenario: Scenario) -> Run:
+    """Start the entered cluster, wait for the finish line, gather the timeline."""
+    cluster.start()
+    leaders = cluster.observe(API_PORT, LEADER_PATH, POLL_PERIOD, status_code)
+    clouds: list[Poller[CloudView | None]] = []
+    if scenario.full_cloud:
+        clouds = cluster.observe(H2O_PORT, CLOUD_PATH, POLL_PERIOD, cloud_view(spec.size))
+    holds = one_formed_leader(spec.size) if scenario.full_cloud else _one_leader_404
+
+    def lines() -> list[Sequence[tuple[float, object]]]:
+        codes_now = timelines(leaders)
+        current: list[Sequence[tuple[float, object]]] = [*codes_now]
+        current += [answered(line) for line in timelines(clouds)]
+        return current
+
+    def formed() -> tuple[float, float] | None:
+        current = lines()
+        codes_now = timelines(leaders)
+        end = observed_until(codes_now)
+        at = first_stable(merge(current), holds, HOLD, end)
+        return None if at is None else (at, end)
+
+    try:
+        at, end = wait_until(formed, cluster, scenario.deadline)
+    except RunFailed as err:
+        return Run(spec.impl, scenario.name, None, 0, 0, error=str(err))
+    codes = timelines(leaders)
+    views = [answered(line) for line in timelines(clouds)]
+    states = merge(codes)
+    events = cluster.h2o_events()
+    moments = [pod_moments(cluster.log_path(pod), cluster.wall0, spec.size) for pod in cluster.pods]
+    changes = [] if cluster.endpoints is None else cluster.endpoints.snapshot()
+    for index, prober in enumerate(cluster.probers):
+        moments[index] |= prober_moments(index, prober.results, changes)
     final = states[-1][1] if states else ()
     leader = next((i for i, code in enumerate(final) if code == 200), None)
     for index, pod_codes in enumerate(codes):
@@ -409,6 +426,9 @@ def main() -> None:
         "--timeline", action="store_true", help="also print where the time went, per pod"
     )
     parser.add_argument("--json", type=Path, help="also write every run's data to this file")
+    parser.add_argument(
+        "--keep-logs", type=Path, help="copy every pod's log to DIR/<run>-<scenario>-<impl>/"
+    )
     args = parser.parse_args()
     pairs = args.pairs or (1 if args.quick else 5)
     scenarios = SCENARIOS[args.scenarios]
@@ -427,7 +447,11 @@ def main() -> None:
                     env=scenario.env,
                     dns=scenario.dns,
                 )
-                run = run_once(spec, scenario, jar)
+                logs = None
+                if args.keep_logs is not None:
+                    slug = scenario.name.replace(" ", "-").replace(",", "")
+                    logs = args.keep_logs / f"{pair + 1}-{slug}-{impl.value}"
+                run = run_once(spec, scenario, jar, logs)
                 runs.append(run)
                 progress(
                     f"  -> {fmt(run.seconds, 2)} s (JVMs up {fmt(run.jvms_up, 2)}, cloud of 3 "
