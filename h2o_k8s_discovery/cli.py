@@ -179,7 +179,11 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     from h2o_k8s_discovery.runner import run_entrypoint  # noqa: PLC0415
 
-    return asyncio.run(run_entrypoint(settings, extra, env))
+    try:
+        return asyncio.run(run_entrypoint(settings, extra, env))
+    except ConfigError as err:  # a setting this pod cannot honour; nothing was started
+        print(f"h2o-k8s-discovery: {err}", file=sys.stderr)
+        return exit_codes.USAGE
 
 
 def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:

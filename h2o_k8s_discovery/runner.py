@@ -29,8 +29,8 @@ from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
-from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
-from h2o_k8s_discovery.pod_ip import own_ip, with_self
+from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
+from h2o_k8s_discovery.pod_ip import early_start_address, known_address, own_ip, with_self
 from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.startup_cache import cached_startup_options
@@ -54,7 +54,11 @@ _SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 async def run_entrypoint(
     settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
 ) -> int:
-    """Run the whole lifecycle; returns the exit status for the container."""
+    """Run the whole lifecycle; returns the exit status for the container.
+
+    Raises ``ConfigError`` before anything starts when the settings cannot be honoured here
+    (``H2O_JVM_EARLY_START=true`` without a known address).
+    """
     return await Entrypoint(settings, extra_args, env).run()
 
 
@@ -68,6 +72,12 @@ class Entrypoint:
         self.extra_args = tuple(extra_args)
         self.env = env
         self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
+        #: This pod's address as known before any DNS answer (POD_IP, /etc/hosts), if at all.
+        self.known_ip = known_address(settings.launch.pod_ip)
+        #: Where an early-started JVM runs; ``None``: no early start.
+        self.early_ip: IPAddress | None = early_start_address(
+            settings.launch.early_start, self.known_ip
+        )
         self.supervisor = Supervisor()
         self.server: ProbeServer | None = None
         self.stop_signal: signal.Signals | None = None
@@ -95,7 +105,7 @@ class Entrypoint:
             self.supervisor.close()
 
     async def _serve_and_live(self) -> int:
-        early = self.settings.launch.early_start
+        early = self.early_ip is not None
         if early and (status := self._launch_waiting()) is not None:
             return status
         # The HTTP server, the DNS client and the agreement client are imported only now (and
@@ -113,7 +123,7 @@ class Entrypoint:
         return await self._lifecycle()
 
     async def _lifecycle(self) -> int:
-        early = self.settings.launch.early_start
+        early = self.early_ip is not None
         peers = await self._until_stopped(self._find_peers())
         if peers is None or isinstance(peers, int):
             status = self._stopped_status() if peers is None else peers
@@ -151,8 +161,9 @@ class Entrypoint:
     def _launch_waiting(self) -> int | None:
         """Start the JVM on a flatfile pipe before the lookup; an exit status if it cannot."""
         launch = self.settings.launch
-        assert launch.pod_ip is not None  # noqa: S101 - required by the settings
-        self.state.self_peer = Peer(launch.pod_ip, self._own_port())
+        assert self.early_ip is not None  # noqa: S101 - only called for an early start
+        self.state.self_peer = Peer(self.early_ip, self._own_port())
+        log.info("starting the JVM early, at %s (from %s)", self.early_ip, self.known_ip.source)
         try:
             make_flatfile_pipe(launch.flatfile)
         except FlatfileError as err:
@@ -234,7 +245,7 @@ class Entrypoint:
         started = time.monotonic()
         result = await discover_peers(lookup, on_poll=self._on_poll)
         self.state.lookup_seconds = result.elapsed
-        me = Peer(own_ip(self.settings.launch.pod_ip, result.peers), self._own_port())
+        me = Peer(own_ip(self.known_ip.ip, result.peers), self._own_port())
         self.state.self_peer = me
         shortfall = result.shortfall(lookup)
         if shortfall is not None:

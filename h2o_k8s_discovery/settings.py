@@ -124,8 +124,10 @@ class LaunchSettings:
     #: Whether ``startup_cache`` was set by the user (a missing one is then a warning).
     startup_cache_explicit: bool = False
     #: Start the JVM at once, waiting on a named pipe as its flatfile until the peers are known,
-    #: so it boots while the lookup runs. Needs ``pod_ip``: the JVM's ``-ip`` is fixed at start.
-    early_start: bool = False
+    #: so it boots while the lookup runs. Needs this pod's address before the lookup (``POD_IP``
+    #: or kubelet's /etc/hosts line): the JVM's ``-ip`` is fixed at start. ``None`` (auto):
+    #: whenever that address is known.
+    early_start: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,6 @@ class Settings:
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
         _check_ports_apart(reader, lookup.h2o_port, probe.api_port)
-        _check_early_start(reader, launch)
         if reader.problems:
             raise ConfigError(reader.problems)
         return cls(lookup=lookup, launch=launch, probe=probe, log_level=log_level)
@@ -214,7 +215,7 @@ def _read_launch(reader: _EnvReader) -> LaunchSettings:
         flatfile=reader.get("H2O_FLATFILE", defaults.flatfile, _path),
         shutdown_grace=reader.get("H2O_SHUTDOWN_GRACE", defaults.shutdown_grace, _seconds(0, 3600)),
         pod_ip=reader.get("POD_IP", None, _ip_address),
-        early_start=reader.get("H2O_JVM_EARLY_START", False, _boolean),
+        early_start=reader.get("H2O_JVM_EARLY_START", None, _boolean_or_auto),
     )
 
 
@@ -237,15 +238,6 @@ def _check_ports_apart(reader: _EnvReader, h2o_port: int, api_port: int) -> None
         reader.problems.append(
             f"H2O_KUBERNETES_API_PORT={api_port} collides with H2O's ports {h2o_port} and "
             f"{h2o_port + 1} (H2O_PORT and H2O_PORT + 1): choose another API port"
-        )
-
-
-def _check_early_start(reader: _EnvReader, launch: LaunchSettings) -> None:
-    if launch.early_start and launch.pod_ip is None and "POD_IP" not in reader.env:
-        reader.problems.append(
-            f"H2O_JVM_EARLY_START={reader.env.get('H2O_JVM_EARLY_START')!r} needs POD_IP (the "
-            "downward API's status.podIP): the JVM starts before the lookup, with its own "
-            "address on its command line"
         )
 
 
@@ -323,6 +315,15 @@ def _boolean(raw: str) -> bool:
     if word in _FALSE_WORDS:
         return False
     raise ValueError("expected true or false")
+
+
+def _boolean_or_auto(raw: str) -> bool | None:
+    if raw.isascii() and raw.lower() == "auto":
+        return None
+    try:
+        return _boolean(raw)
+    except ValueError:
+        raise ValueError("expected auto, true or false") from None
 
 
 def _record_type(raw: str) -> RecordType:

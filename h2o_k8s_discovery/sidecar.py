@@ -19,7 +19,7 @@ from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.flatfile import parse_flatfile
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot
-from h2o_k8s_discovery.pod_ip import own_ip
+from h2o_k8s_discovery.pod_ip import known_address, own_ip
 from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.settings import Settings
 from h2o_k8s_discovery.watch import watch_node
@@ -61,7 +61,7 @@ async def run_sidecar(settings: Settings) -> int:
 
 async def _watch(settings: Settings, state: NodeState) -> None:
     peers = await _read_flatfile(settings)
-    me = Peer(own_ip(settings.launch.pod_ip, peers), settings.lookup.h2o_port)
+    me = Peer(own_ip(known_address(settings.launch.pod_ip).ip, peers), settings.lookup.h2o_port)
     if me not in peers:
         log.warning("this pod (%s) is not in the flatfile; H2O will not form with it", me)
     state.peers, state.self_peer, state.phase = peers, me, Phase.FORMING

@@ -116,6 +116,8 @@ def start(dns: DnsServer, java_dir: Path, tmp_path: Path) -> Iterator[Callable[.
             "H2O_JAR": str(jar),
             "H2O_FLATFILE": str(tmp_path / "flatfile"),
             "POD_IP": "127.0.0.1",
+            # The stand-in java reads no flatfile pipe: the JVM starts after the lookup.
+            "H2O_JVM_EARLY_START": "false",
             "H2O_SHUTDOWN_GRACE": "1",
             "STAND_IN_MODE": mode,
             "STAND_IN_DIR": str(evidence),

@@ -332,6 +332,8 @@ class PodFactory:
             "H2O_JAR": str(jar),
             "H2O_FLATFILE": str(flatfile_dir / "flatfile"),
             "POD_IP": "127.0.0.1",
+            # The stand-in java reads no flatfile pipe: the JVM starts after the lookup.
+            "H2O_JVM_EARLY_START": "false",
             "H2O_SHUTDOWN_GRACE": "2",
             "STAND_IN_MODE": mode,
             "STAND_IN_DIR": str(evidence),

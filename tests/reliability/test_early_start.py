@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import signal
 import stat
+from pathlib import Path
 
 import pytest
 
 from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.errors import ConfigError
+from h2o_k8s_discovery.pod_ip import early_start_address, known_address
 from h2o_k8s_discovery.settings import Settings
 from tests.reliability.conftest import Launch
 from tests.reliability.support import SERVICE, root_only, wait_for
@@ -86,9 +88,15 @@ def test_early_jvm_dying_ends_the_lookup(launch: Launch) -> None:
     pod.assert_clean_exit()
 
 
-def test_early_start_needs_pod_ip() -> None:
-    """Without POD_IP the JVM's own address is unknown before the lookup: a usage error."""
+def test_early_start_needs_pod_ip(tmp_path: Path) -> None:
+    """Without POD_IP and without a usable /etc/hosts line the JVM's own address is unknown
+    before the lookup: ``true`` is a usage error naming the setting and the fix."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.1.1 h2o-0\n")
+    settings = Settings.from_env({"H2O_KUBERNETES_SERVICE_DNS": SERVICE, **EARLY})
+    known = known_address(settings.launch.pod_ip, hostname="h2o-0", hosts_file=hosts)
     with pytest.raises(ConfigError) as refused:
-        Settings.from_env({"H2O_KUBERNETES_SERVICE_DNS": SERVICE, **EARLY})
+        early_start_address(settings.launch.early_start, known)
     (problem,) = refused.value.problems
-    assert problem.startswith("H2O_JVM_EARLY_START='true' needs POD_IP")
+    assert problem.startswith("H2O_JVM_EARLY_START=true needs this pod's address")
+    assert "set POD_IP" in problem

@@ -58,6 +58,8 @@ def run_on_tmpfs(
         "H2O_JAR": str(jar),
         "H2O_FLATFILE": str(flatfile),
         "POD_IP": "127.0.0.1",
+        # The stand-in java reads no flatfile pipe: the JVM starts after the lookup.
+        "H2O_JVM_EARLY_START": "false",
         "STAND_IN_MODE": "exit:0",
         "STAND_IN_DIR": str(evidence),
     }

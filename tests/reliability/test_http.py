@@ -292,6 +292,8 @@ def test_ipv6_disabled_in_the_pod(tmp_path: Path) -> None:
         "H2O_JAR": str(jar),
         "H2O_FLATFILE": str(tmp_path / "flatfile"),
         "POD_IP": "127.0.0.1",
+        # The stand-in java reads no flatfile pipe: the JVM starts after the lookup.
+        "H2O_JVM_EARLY_START": "false",
         "STAND_IN_MODE": "trap",
         "STAND_IN_DIR": str(evidence),
     }

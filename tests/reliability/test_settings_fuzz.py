@@ -91,7 +91,7 @@ KINDS = {
     "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "boolean",
     "H2O_NODE_LOOKUP_AGREEMENT": "boolean",
     "H2O_EXIT_ON_CLOUD_LOSS": "boolean",
-    "H2O_JVM_EARLY_START": "boolean",
+    "H2O_JVM_EARLY_START": "boolean_or_auto",
     "POD_IP": "ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
 }
@@ -284,6 +284,7 @@ NEAR_VALID: dict[str, Callable[[tuple[str, int] | None], st.SearchStrategy[str]]
     "positive_seconds": lambda _: padded(SECONDS),
     "record_type": lambda _: padded(mixed_case(("A", "SRV", "AAAA", "MX"))),
     "boolean": lambda _: padded(mixed_case(BOOLEAN_WORDS)),
+    "boolean_or_auto": lambda _: padded(mixed_case((*BOOLEAN_WORDS, "auto", "automatic"))),
     "log_level": lambda _: padded(mixed_case((*LOG_LEVELS, "WARN", "TRACE"))),
     "nameserver": nameservers,
     "ip": lambda dns: padded(zoned(ip_texts(dns is not None))),
@@ -347,6 +348,13 @@ def _boolean(raw: str, value: Any) -> None:
     assert value is (raw.lower() in ("true", "1", "yes", "on"))
 
 
+def _boolean_or_auto(raw: str, value: Any) -> None:
+    if raw.lower() == "auto":
+        assert value is None
+    else:
+        _boolean(raw, value)
+
+
 def _nameserver(_raw: str, value: Any) -> None:
     assert 1 <= value.port <= 65535
     assert ipaddress.ip_address(str(value.ip)) == value.ip
@@ -395,6 +403,7 @@ ACCEPTED: dict[str, Callable[[str, Any], None]] = {
     "positive_seconds": _positive_seconds,
     "record_type": _record_type,
     "boolean": _boolean,
+    "boolean_or_auto": _boolean_or_auto,
     "log_level": _log_level,
     "nameserver": _nameserver,
     "ip": _ip,

@@ -163,6 +163,8 @@ async def test_stop_signal_as_the_lookup_ends_starts_no_jvm(
             "H2O_JAR": str(jar),
             "H2O_FLATFILE": str(tmp_path / "flatfile"),
             "POD_IP": "127.0.0.1",
+            # The stand-in java reads no flatfile pipe: the JVM starts after the lookup.
+            "H2O_JVM_EARLY_START": "false",
             "STAND_IN_MODE": "exit:0",
             "STAND_IN_DIR": str(evidence),
         }
@@ -199,6 +201,8 @@ def test_real_jvm_formed_then_sigterm_twice(tmp_path: Path) -> None:
             "H2O_JAR": str(jar),
             "H2O_FLATFILE": str(tmp_path / "flatfile"),
             "POD_IP": "127.0.0.1",
+            # The stand-in java reads no flatfile pipe: the JVM starts after the lookup.
+            "H2O_JVM_EARLY_START": "false",
             "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={java_tmp}",
         }
         with log_path.open("wb") as log:
