@@ -427,11 +427,20 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write every run's data to this file")
     parser.add_argument(
+        "--report", type=Path, help="run nothing: print the report of a file --json wrote"
+    )
+    parser.add_argument(
         "--keep-logs", type=Path, help="copy every pod's log to DIR/<run>-<scenario>-<impl>/"
     )
     args = parser.parse_args()
     pairs = args.pairs or (1 if args.quick else 5)
     scenarios = SCENARIOS[args.scenarios]
+    if args.report is not None:
+        machine, saved = load(args.report)
+        print(f"(from {args.report}, written at {machine})\n")
+        names = {run.scenario for run in saved}
+        report(saved, [s for s in SCENARIOS["all"] if s.name in names], args.timeline)
+        return
     jar = h2o_jar()
     progress(machine_note())
     runs: list[Run] = []
@@ -463,6 +472,13 @@ def main() -> None:
                     save(runs, args.json)
                 time.sleep(2)  # let the stopped JVMs' memory and CPU settle
     report(runs, scenarios, args.timeline)
+
+
+def load(path: Path) -> tuple[str, list[Run]]:
+    """The machine note and the runs of a file ``save`` wrote."""
+    data = json.loads(path.read_text())
+    runs = [Run(**(item | {"impl": Impl(item["impl"])})) for item in data["runs"]]
+    return str(data["machine"]), runs
 
 
 def save(runs: Sequence[Run], path: Path) -> None:
