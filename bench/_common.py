@@ -55,7 +55,7 @@ from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from tests.manifests import Deployment, deployment
-from tests.pods import H2O_PORT, Pod, PodNetwork
+from tests.pods import H2O_PORT, Pod, PodNetwork, PodNetworkError
 
 T = TypeVar("T")
 
@@ -451,6 +451,11 @@ class ClusterSpec:
     late_last: float | None = None
     env: EnvMode = EnvMode.TUNED
     dns: DnsMode = DnsMode.AT_ONCE
+    #: The pods' /24 (``None``: the first free one). The same addresses in every run give
+    #: every run the same H2O node hashes, and H2O's heartbeat thread picks the tick of its
+    #: one-off CPU benchmark (Linpack, memory bandwidth) by that hash: a fixed subnet keeps
+    #: that stall at the same heartbeat for ours and the reference.
+    subnet: str | None = None
 
 
 def h2o_jar() -> Path:
@@ -530,12 +535,13 @@ def seed_environment(pod: Pod, jar: Path) -> dict[str, str]:
 
 
 def seed_command(pod: Pod) -> list[str]:
-    """``run`` with the seed container's args, paths under /tmp moved into the pod's workdir."""
+    """``run`` with the seed container's args, paths under /tmp moved into the pod's workdir
+    (the seed has none: then only the pod's own ice dir)."""
     args = [
-        arg.replace("/tmp/", f"{pod.workdir}/") if arg.startswith("/tmp/") else arg
-        for arg in seed_manifest().args() or ["-ice_root", str(pod.ice_root)]
+        arg.replace("/tmp/", f"{pod.workdir}/", 1) if arg.startswith("/tmp/") else arg
+        for arg in seed_manifest().args()
     ]
-    return [str(ENTRYPOINT), "run", "--", *args]
+    return [str(ENTRYPOINT), "run", "--", *(args or ["-ice_root", str(pod.ice_root)])]
 
 
 def reference_command(pod: Pod, jar: Path, cloud: str) -> list[str]:
@@ -583,7 +589,7 @@ class Cluster:
 
     def __enter__(self) -> Self:
         try:
-            net = self._stack.enter_context(PodNetwork(stop_grace=5.0))
+            net = self._enter_network()
             self.pods = [net.add_pod(f"h2o-{i}") for i in range(self.spec.size)]
             self._dns = self._stack.enter_context(ThreadedDnsServer(net.gateway, 53))
             self._stack.callback(self._halt_observers)
@@ -599,6 +605,16 @@ class Cluster:
         tb: TracebackType | None,
     ) -> None:
         self._stack.close()
+
+    def _enter_network(self) -> PodNetwork:
+        """The requested subnet when it is free, else the first free one (another harness on
+        this machine may hold it)."""
+        if self.spec.subnet is not None:
+            try:
+                return self._stack.enter_context(PodNetwork(self.spec.subnet, stop_grace=5.0))
+            except PodNetworkError as err:
+                progress(f"subnet {self.spec.subnet} not free ({err}); using the first free one")
+        return self._stack.enter_context(PodNetwork(stop_grace=5.0))
 
     @property
     def dns(self) -> DnsServer:

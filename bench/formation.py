@@ -76,6 +76,8 @@ HOLD = 5.0
 POLL_PERIOD = 0.15
 TARGET_RATIO = 0.80
 SIZE = 3
+#: High in 198.18.0.0/15, away from the first free /24s that other harnesses take.
+SUBNET = "198.19.250.0/24"
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +365,50 @@ def median_timeline(runs: Sequence[Run]) -> str:
     )
 
 
+#: Stages of a run: (label, from, to); each is the last pod's ``to`` minus the last pod's
+#: ``from`` ("start": 0, "finish": the run's time), the slowest pod being the one waited for.
+STAGES = (
+    ("start -> JVM spawned (ours) / probe server up (reference)", "start", "boot"),
+    ("start -> published (ready-gated)", "start", "published"),
+    ("published -> lookup end", "published", "lookup end"),
+    ("lookup end -> agreement end", "lookup end", "agreement end"),
+    ("JVM spawned (ours) / lookup end (reference) -> H2O main", "jvm", "H2O main"),
+    ("H2O main -> heartbeat", "H2O main", "heartbeat"),
+    ("heartbeat -> cloud of N", "heartbeat", "cloud of N"),
+    ("cloud of N -> REST up", "cloud of N", "REST up"),
+    ("cloud of N -> finish", "cloud of N", "finish"),
+)
+
+
+def _last(run: Run, event: str) -> float | None:
+    if event == "start":
+        return 0.0
+    if event == "finish":
+        return run.seconds
+    if event == "boot":
+        event = "JVM spawned" if run.impl is Impl.OURS else "probes up"
+    if event == "jvm":
+        event = "JVM spawned" if run.impl is Impl.OURS else "lookup end"
+    values = [pod[event] for pod in run.moments if event in pod]
+    return max(values) if len(values) == len(run.moments) and values else None
+
+
+def stage_table(runs: Sequence[Run]) -> str:
+    """Median (min-max) over runs of each stage's length, for one implementation."""
+    ok = [r for r in runs if r.seconds is not None and r.moments]
+    rows = []
+    for label, start, end in STAGES:
+        lengths = [
+            b - a
+            for r in ok
+            if (a := _last(r, start)) is not None and (b := _last(r, end)) is not None
+        ]
+        stats = summarize(lengths)
+        if stats is not None:
+            rows.append([label, fmt(stats.median, 2), stats.span(digits=2), str(stats.count)])
+    return markdown_table(["stage (last pod), s", "median", "min-max", "runs"], rows)
+
+
 def report(runs: list[Run], scenarios: Sequence[Scenario], timeline: bool) -> None:
     print("## Formation: start of 3 pods -> one Ready leader, held 5 s\n")
     print(
@@ -404,6 +450,8 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], timeline: bool) -> No
             mine = of(runs, scenario.name, impl)
             print(f"\n### Where the time goes: {scenario.name}, {impl.value}\n")
             print(median_timeline(mine))
+            print()
+            print(stage_table(mine))
             for number, run in enumerate(mine, 1):
                 print(f"\nRun {number}: {fmt(run.seconds, 2)} s\n")
                 print(run_timeline(run))
@@ -424,6 +472,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--timeline", action="store_true", help="also print where the time went, per pod"
+    )
+    parser.add_argument(
+        "--subnet",
+        default=SUBNET,
+        help=f"the pods' /24 in every run, when free (default {SUBNET}; 'auto': the first free)",
     )
     parser.add_argument("--json", type=Path, help="also write every run's data to this file")
     parser.add_argument(
@@ -455,6 +508,7 @@ def main() -> None:
                     late_last=scenario.late_last,
                     env=scenario.env,
                     dns=scenario.dns,
+                    subnet=None if args.subnet == "auto" else args.subnet,
                 )
                 logs = None
                 if args.keep_logs is not None:
