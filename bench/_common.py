@@ -456,6 +456,8 @@ class ClusterSpec:
     #: one-off CPU benchmark (Linpack, memory bandwidth) by that hash: a fixed subnet keeps
     #: that stall at the same heartbeat for ours and the reference.
     subnet: str | None = None
+    #: Appended to H2O's arguments in both implementations, for diagnosis (``-log_level DEBUG``).
+    h2o_args: tuple[str, ...] = ()
 
 
 def h2o_jar() -> Path:
@@ -660,6 +662,10 @@ class Cluster:
             self._late.start()
 
     def _command(self, pod: Pod) -> tuple[list[str], dict[str, str]]:
+        argv, env = self._base_command(pod)
+        return [*argv, *self.spec.h2o_args], env
+
+    def _base_command(self, pod: Pod) -> tuple[list[str], dict[str, str]]:
         seed = self.spec.env is EnvMode.SEED
         if self.spec.impl is Impl.OURS:
             if seed:

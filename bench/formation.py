@@ -478,6 +478,12 @@ def main() -> None:
         default=SUBNET,
         help=f"the pods' /24 in every run, when free (default {SUBNET}; 'auto': the first free)",
     )
+    parser.add_argument(
+        "--h2o-args",
+        default="",
+        help="extra H2O arguments for both implementations, for diagnosis (e.g. '-log_level "
+        "DEBUG'); the numbers are then not the seed's",
+    )
     parser.add_argument("--json", type=Path, help="also write every run's data to this file")
     parser.add_argument(
         "--report", type=Path, help="run nothing: print the report of a file --json wrote"
@@ -509,6 +515,7 @@ def main() -> None:
                     env=scenario.env,
                     dns=scenario.dns,
                     subnet=None if args.subnet == "auto" else args.subnet,
+                    h2o_args=tuple(args.h2o_args.split()),
                 )
                 logs = None
                 if args.keep_logs is not None:
