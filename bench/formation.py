@@ -296,10 +296,23 @@ def table_rows(runs: list[Run], scenarios: Sequence[Scenario]) -> list[list[str]
         ratio = None
         if Impl.OURS in medians and Impl.REFERENCE in medians:
             ratio = medians[Impl.OURS] / medians[Impl.REFERENCE]
+        pairs = summarize(pair_ratios(runs, scenario.name))
         for line in lines:
             line.append(fmt(ratio, 2) + "x" if ratio is not None else "—")
+            line.append("—" if pairs is None else f"{pairs.median:.2f}x ({pairs.span(digits=2)})")
         rows += lines
     return rows
+
+
+def pair_ratios(runs: Sequence[Run], scenario: str) -> list[float]:
+    """Ours over the reference within each pair (the runs next to each other in time, so under
+    much the same load), for the pairs where both finished."""
+    ours, reference = of(runs, scenario, Impl.OURS), of(runs, scenario, Impl.REFERENCE)
+    return [
+        a.seconds / b.seconds
+        for a, b in zip(ours, reference, strict=False)
+        if a.seconds is not None and b.seconds
+    ]
 
 
 def ratio_of_medians(
@@ -424,7 +437,8 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], timeline: bool) -> No
                 "ready minus cloud s",
                 "double-200 after first single leader",
                 "flaps median (min-max)",
-                "ours/reference",
+                "ours/reference (medians)",
+                "ours/reference per pair, median (min-max)",
             ],
             table_rows(runs, scenarios),
         )
