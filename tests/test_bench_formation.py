@@ -17,13 +17,14 @@ from bench._common import (
     API_PORT,
     SERVICE,
     CloudView,
+    Impl,
     publish_ready,
     seed_manifest,
     seed_probe,
 )
 from bench._kubelet import EndpointChange, Endpoints, ProbeResult, Readiness, probe_succeeded
 from bench._timeline import entrypoint_moments, h2o_moments, prober_moments
-from bench.formation import one_formed_leader, settled_at
+from bench.formation import Run, one_formed_leader, pair_ratios, settled_at
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
 from h2o_k8s_discovery.settings import Settings
 
@@ -205,3 +206,18 @@ def test_prober_moments() -> None:
         "withdrawn": 20.0,
     }
     assert "withdrawn" not in prober_moments(0, results, changes)
+
+
+def test_pair_ratios_pair_runs_in_order() -> None:
+    """Each ours run is divided by the reference run of the same pair; unfinished pairs drop."""
+    scenario = "seed env, ready-gated"
+    runs = [
+        Run(Impl.OURS, scenario, 10.0, 0, 0),
+        Run(Impl.REFERENCE, scenario, 20.0, 0, 0),
+        Run(Impl.REFERENCE, scenario, 30.0, 0, 0),
+        Run(Impl.OURS, scenario, 15.0, 0, 0),
+        Run(Impl.OURS, scenario, None, 0, 0),
+        Run(Impl.REFERENCE, scenario, 40.0, 0, 0),
+        Run(Impl.OURS, "another scenario", 1.0, 0, 0),
+    ]
+    assert pair_ratios(runs, scenario) == [0.5, 0.5]
