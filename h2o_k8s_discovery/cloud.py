@@ -3,14 +3,21 @@
 Parsing (``CloudStatus.parse``) is kept apart from I/O (``cloud_watch``) so the rules "has the
 cloud formed?" and "is this node the leader?" are tested on plain dictionaries, and so the node's
 state can hold a status without importing an HTTP client. The leader is never predicted from
-addresses: it is whatever the node itself reports.
+addresses: it is whatever the node itself reports. Members are named as H2O writes them
+(``members``) and read as addresses (``member_peers``), which is what every comparison uses.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from h2o_k8s_discovery.peers import Peer, parse_member
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +73,43 @@ class CloudStatus:
 
     @property
     def leader(self) -> str | None:
-        """The leader's ``ip:port``, if H2O names one."""
+        """The leader's ``ip:port`` as H2O writes it, if H2O names one."""
         if 0 <= self.leader_idx < len(self.members):
             return self.members[self.leader_idx]
         return None
+
+    @property
+    def member_peers(self) -> tuple[Peer | None, ...]:
+        """Every member as an address, in H2O's order; ``None`` for one that cannot be read."""
+        return tuple(member_peer(member) for member in self.members)
+
+    @property
+    def leader_peer(self) -> Peer | None:
+        """The leader as an address, if H2O names one that can be read."""
+        return None if self.leader is None else member_peer(self.leader)
+
+
+def member_peer(text: str) -> Peer | None:
+    """H2O's name of a member as a ``Peer``; ``None`` (and a warning, once) when unreadable."""
+    try:
+        return parse_member(text)
+    except ValueError as err:
+        _warn_unreadable(str(err))
+        return None
+
+
+def member_text(text: str) -> str:
+    """A member for messages: ``ip:port`` / ``[ip]:port`` when readable, else as H2O wrote it."""
+    peer = member_peer(text)
+    return text if peer is None else str(peer)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_unreadable(problem: str) -> None:
+    # Cached: /3/Cloud is read every 100 ms, and one odd member would flood the log.
+    log.warning(
+        "H2O reports a member this entrypoint cannot read (%s); it counts as unknown", problem
+    )
 
 
 def _integer(value: object) -> int:

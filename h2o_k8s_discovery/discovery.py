@@ -28,8 +28,9 @@ from tenacity import (
 from h2o_k8s_discovery.constraints import LookupConstraints, Observation, StopReason
 from h2o_k8s_discovery.dns_query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError
+from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.peers import Snapshot
-from h2o_k8s_discovery.settings import LookupSettings
+from h2o_k8s_discovery.settings import IpFamily, LookupSettings
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ async def discover_peers(
     on_poll: PollListener | None = None,
 ) -> LookupResult:
     """Poll DNS until the expected count or the timeout is met; ``once``: a single poll."""
+    settings = with_ip_family(settings)
     lookup = _Lookup(settings, resolver or make_resolver(settings), clock, on_poll)
     return await lookup.run(once=once)
 
@@ -230,11 +232,14 @@ class _Lookup:
 
     def _log_start(self) -> None:
         timeout = self.settings.timeout
+        settings = self.settings
         log.info(
-            "looking up %s (%s records): expecting %s peer(s), timeout %s",
-            self.settings.absolute_name,
-            self.settings.record_type.value,
-            self.settings.expected_count or "any number of",
+            "looking up %s (%s records, %s addresses only: %s): expecting %s peer(s), timeout %s",
+            settings.absolute_name,
+            settings.record_type.value,
+            "IPv6" if settings.ip_family is IpFamily.IPV6 else "IPv4",
+            settings.ip_family_reason,
+            settings.expected_count or "any number of",
             "none" if timeout is None else f"{timeout:g}s",
         )
 

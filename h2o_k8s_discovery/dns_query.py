@@ -2,7 +2,8 @@
 
 A poll either returns a complete snapshot or raises ``DnsQueryError``; it never returns part of
 an answer. NXDOMAIN and "no records of that type" are not errors: they are what a headless
-Service with no ready pods looks like, so they give an empty snapshot.
+Service with no ready pods looks like, so they give an empty snapshot. Only one address family
+is asked for (``ip_family``): a dual-stack Service lists every pod once per family.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import dns.resolver
 import dns.rrset
 
 from h2o_k8s_discovery.errors import DnsQueryError
+from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
-from h2o_k8s_discovery.settings import LookupSettings, RecordType
+from h2o_k8s_discovery.settings import IpFamily, LookupSettings, RecordType
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,8 @@ log = logging.getLogger(__name__)
 #: before the server truncates and the resolver falls back to TCP.
 EDNS_PAYLOAD = 1232
 
-#: Answers that say "this server will not serve that type", as opposed to a transient failure.
-_DEFINITE_REFUSALS = frozenset({"refused", "notimp"})
+#: The address records of each family.
+_ADDRESS_TYPES = {IpFamily.IPV4: dns.rdatatype.A, IpFamily.IPV6: dns.rdatatype.AAAA}
 
 #: SRV targets missing from the additional section are resolved this many at a time.
 _TARGET_CONCURRENCY = 32
@@ -58,61 +60,43 @@ def make_resolver(settings: LookupSettings) -> dns.asyncresolver.Resolver:
 async def poll_once(
     resolver: dns.asyncresolver.Resolver, settings: LookupSettings, lifetime: float
 ) -> Snapshot:
-    """One poll of ``settings.absolute_name``, finished or abandoned within ``lifetime`` s."""
+    """One poll of ``settings.absolute_name``, finished or abandoned within ``lifetime`` s.
+
+    ``settings.ip_family`` says which address records count; ``AUTO`` is settled here if the
+    caller has not (``discover_peers`` does, once per lookup).
+    """
     name = dns.name.from_text(settings.absolute_name)
+    rdtype = _ADDRESS_TYPES[with_ip_family(settings).ip_family]
     try:
         async with asyncio.timeout(lifetime):
             if settings.record_type is RecordType.SRV:
-                return await _poll_srv(resolver, name, lifetime)
-            return await _poll_addresses(resolver, name, settings.h2o_port, lifetime)
+                return await _poll_srv(resolver, name, rdtype, lifetime)
+            return await _poll_addresses(resolver, name, rdtype, settings.h2o_port, lifetime)
     except TimeoutError:
         raise DnsQueryError("timeout", f"no answer for {name} within {lifetime:.1f}s") from None
 
 
 async def _poll_addresses(
-    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, port: int, lifetime: float
+    resolver: dns.asyncresolver.Resolver,
+    name: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    port: int,
+    lifetime: float,
 ) -> Snapshot:
-    ips = await _resolve_both_families(resolver, name, lifetime)
+    ips = await _resolve(resolver, name, rdtype, lifetime)
     return snapshot([Peer(ip, port) for ip in _usable(name, ips)])
 
 
-async def _resolve_both_families(
-    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, lifetime: float
-) -> list[IPAddress]:
-    """A and AAAA together; a server that refuses one family outright is answered by the other.
-
-    Some servers (dnsmasq without upstreams, for one) answer REFUSED or NOTIMP for AAAA instead
-    of NODATA. That is a definite "nothing of that type", unlike SERVFAIL or silence, which may
-    hide records and so fail the whole poll.
-    """
-    results = await asyncio.gather(
-        _resolve(resolver, name, dns.rdatatype.A, lifetime),
-        _resolve(resolver, name, dns.rdatatype.AAAA, lifetime),
-        return_exceptions=True,
-    )
-    found: list[IPAddress] = []
-    refused: list[DnsQueryError] = []
-    for result in results:
-        if isinstance(result, DnsQueryError) and result.kind in _DEFINITE_REFUSALS:
-            refused.append(result)
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            found.extend(result)
-    if len(refused) == len(results):
-        raise refused[0]
-    for refusal in refused:
-        _note_refusal(str(refusal))
-    return found
-
-
 async def _poll_srv(
-    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, lifetime: float
+    resolver: dns.asyncresolver.Resolver,
+    name: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    lifetime: float,
 ) -> Snapshot:
     answer = await _query(resolver, name, dns.rdatatype.SRV, lifetime)
     if answer is None or answer.rrset is None:
         return ()
-    glue = _addresses_in(answer.response.additional)
+    glue = _addresses_in(answer.response.additional, rdtype)
     targets = []
     for record in answer.rrset:
         if record.port == 0 or record.target == dns.name.root:
@@ -125,7 +109,7 @@ async def _poll_srv(
         if target in glue:
             return glue[target]
         async with semaphore:
-            return await _resolve_both_families(resolver, target, lifetime)
+            return await _resolve(resolver, target, rdtype, lifetime)
 
     resolved = await asyncio.gather(*(addresses_of(target) for target, _ in targets))
     peers = [
@@ -136,10 +120,12 @@ async def _poll_srv(
     return snapshot(peers)
 
 
-def _addresses_in(section: Iterable[dns.rrset.RRset]) -> dict[dns.name.Name, list[IPAddress]]:
+def _addresses_in(
+    section: Iterable[dns.rrset.RRset], rdtype: dns.rdatatype.RdataType
+) -> dict[dns.name.Name, list[IPAddress]]:
     found: dict[dns.name.Name, list[IPAddress]] = {}
     for rrset in section:
-        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        if rrset.rdtype == rdtype:
             found.setdefault(rrset.name, []).extend(_ip(record.address) for record in rrset)
     return found
 
@@ -220,9 +206,3 @@ def _usable(owner: dns.name.Name, ips: Iterable[IPAddress]) -> list[IPAddress]:
 def _warn_unusable(owner: dns.name.Name, ip: IPAddress) -> None:
     # Cached so a broken record is reported once, not on every poll.
     log.warning("ignoring address %s published for %s: no pod can have it", ip, owner)
-
-
-@functools.lru_cache(maxsize=16)
-def _note_refusal(refusal: str) -> None:
-    # Cached so it is said once, not on every poll.
-    log.info("using the other address family: %s", refusal)

@@ -29,13 +29,34 @@ def jvm_command(
     """``java [cache options] [JAVA_OPTS] -jar JAR -flatfile F -port P -ip IP [-name N] [args]``."""
     command = ["java", *startup_options, *launch.java_opts]
     if own_ip.version == 6:
-        # H2O only speaks IPv6 when the JVM prefers it.
-        command.append("-Djava.net.preferIPv6Addresses=true")
+        command += ipv6_options(launch.java_opts)
     command += ["-jar", str(launch.jar), "-flatfile", str(flatfile)]
     command += ["-port", str(port), "-ip", str(own_ip)]
     if launch.cloud_name is not None:
         command += ["-name", launch.cloud_name]
     return [*command, *extra_args]
+
+
+#: What H2O needs to run on IPv6. Both: H2O's ``NetworkUtils.isIPv4Preferred()`` reads
+#: ``java.net.preferIPv4Addresses`` with a default of true, and with it H2O exits at start
+#: ("IPv4 network stack specified but IPv6 address found") even when IPv6 is preferred.
+IPV6_PROPERTIES = (
+    ("java.net.preferIPv6Addresses", "true"),
+    ("java.net.preferIPv4Addresses", "false"),
+)
+
+
+def ipv6_options(java_opts: Sequence[str]) -> list[str]:
+    """The ``-D`` options H2O needs on IPv6, except those ``JAVA_OPTS`` already sets (they win)."""
+    return [
+        f"-D{name}={value}"
+        for name, value in IPV6_PROPERTIES
+        if not any(_sets_property(option, name) for option in java_opts)
+    ]
+
+
+def _sets_property(option: str, name: str) -> bool:
+    return option == f"-D{name}" or option.startswith(f"-D{name}=")
 
 
 def jvm_environment(env: Mapping[str, str]) -> dict[str, str]:

@@ -15,19 +15,25 @@ from pathlib import Path
 
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
+from h2o_k8s_discovery.settings import IpFamily
 
 log = logging.getLogger(__name__)
 
 
-def own_ip(configured: IPAddress | None, peers: Snapshot) -> IPAddress:
-    """``POD_IP`` when set; else the source address the kernel picks to reach the peers."""
+def own_ip(
+    configured: IPAddress | None, peers: Snapshot, family: IpFamily = IpFamily.AUTO
+) -> IPAddress:
+    """``POD_IP`` when set; else the source address the kernel picks to reach the peers; else
+    this host's name resolved in ``family`` (IPv4 unless it is ``IPV6``)."""
     if configured is not None:
         return configured
     for peer in peers:
         found = _source_address_towards(peer.ip)
         if found is not None:
             return found
-    return ipaddress.ip_address(socket.gethostbyname(socket.gethostname()))
+    af = socket.AF_INET6 if family is IpFamily.IPV6 else socket.AF_INET
+    info = socket.getaddrinfo(socket.gethostname(), None, af, socket.SOCK_STREAM)
+    return ipaddress.ip_address(info[0][4][0])
 
 
 def _source_address_towards(ip: IPAddress) -> IPAddress | None:
@@ -64,13 +70,18 @@ class KnownAddress:
 
 
 def known_address(
-    pod_ip: IPAddress | None, *, hostname: str | None = None, hosts_file: Path = HOSTS_FILE
+    pod_ip: IPAddress | None,
+    *,
+    family: IpFamily = IpFamily.AUTO,
+    hostname: str | None = None,
+    hosts_file: Path = HOSTS_FILE,
 ) -> KnownAddress:
-    """``POD_IP`` when set; else the one address kubelet's hosts file gives this pod's name.
+    """``POD_IP`` when set; else the address kubelet's hosts file gives this pod's name.
 
-    A StatefulSet pod's /etc/hosts always has the line ``<pod IP> <pod>.<service>... <pod>``, so
-    the address is known before DNS publishes anything (which, behind a Service without
-    ``publishNotReadyAddresses``, it does only once the pod is Ready).
+    A StatefulSet pod's /etc/hosts always has the line ``<pod IP> <pod>.<service>... <pod>``
+    (one per address on a dual-stack pod, the primary family first), so the address is known
+    before DNS publishes anything, which behind a Service without ``publishNotReadyAddresses``
+    it does only once the pod is Ready.
     """
     if pod_ip is not None:
         return KnownAddress(pod_ip, "POD_IP")
@@ -79,32 +90,38 @@ def known_address(
         text = hosts_file.read_text(encoding="utf-8", errors="replace")
     except OSError as err:
         return KnownAddress(None, f"POD_IP is not set and {hosts_file} is unreadable ({err})")
-    ip, why = address_in_hosts(text, name)
+    ip, why = address_in_hosts(text, name, family)
     return KnownAddress(ip, f"{hosts_file}" if ip is not None else f"POD_IP is not set and {why}")
 
 
-def address_in_hosts(text: str, hostname: str) -> tuple[IPAddress | None, str]:
-    """The one usable address a hosts file gives ``hostname``; else ``None`` and why.
+def address_in_hosts(
+    text: str, hostname: str, family: IpFamily = IpFamily.AUTO
+) -> tuple[IPAddress | None, str]:
+    """The address a hosts file gives ``hostname`` (or its first label); else ``None`` and why.
 
     Loopback, link-local and unspecified addresses do not count: a machine's own hosts file
-    often maps its name to 127.0.1.1, which is no address a peer can reach.
+    often maps its name to 127.0.1.1, which is no address a peer can reach. Only ``family``'s
+    addresses count when it is not ``AUTO``; with ``AUTO`` the first line's family does, as
+    kubelet writes the primary family first. Two addresses of the counted family: ambiguous.
     """
-    wanted = hostname.lower()
-    found: set[IPAddress] = set()
+    wanted = {hostname.lower(), hostname.lower().partition(".")[0]}
+    found: list[IPAddress] = []
     for line in text.splitlines():
         fields = line.partition("#")[0].split()
-        if len(fields) < 2 or wanted not in (name.lower() for name in fields[1:]):
+        if len(fields) < 2 or not wanted & {name.lower() for name in fields[1:]}:
             continue
         with contextlib.suppress(ValueError):
             ip = ipaddress.ip_address(fields[0])
-            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
-                found.add(ip)
+            usable = not (ip.is_loopback or ip.is_link_local or ip.is_unspecified)
+            if usable and ip not in found and family in (IpFamily.AUTO, IpFamily.of(ip)):
+                found.append(ip)
     if not found:
         return None, f"the hosts file gives {hostname!r} no address but loopback"
-    if len(found) > 1:
-        listed = " ".join(sorted(map(str, found)))
+    same_family = [ip for ip in found if ip.version == found[0].version]
+    if len(same_family) > 1:
+        listed = " ".join(map(str, same_family))
         return None, f"the hosts file gives {hostname!r} several addresses ({listed})"
-    return found.pop(), "hosts file"
+    return found[0], "hosts file"
 
 
 def early_start_address(setting: bool | None, known: KnownAddress) -> IPAddress | None:

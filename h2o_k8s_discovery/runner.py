@@ -27,6 +27,7 @@ from h2o_k8s_discovery import exit_codes
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile import write_flatfile
 from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
+from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
@@ -69,11 +70,17 @@ class Entrypoint:
         self, settings: Settings, extra_args: Sequence[str], env: Mapping[str, str]
     ) -> None:
         self.settings = settings
+        #: The lookup's settings, with one address family settled for the lookup, the agreement
+        #: and this pod's own address (``auto`` decided once, here).
+        self.lookup = with_ip_family(settings.lookup)
         self.extra_args = tuple(extra_args)
         self.env = env
-        self.state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
+        self.state = NodeState(
+            ready_until_formed=settings.probe.ready_until_formed,
+            loss_timeout=settings.probe.cloud_loss_timeout,
+        )
         #: This pod's address as known before any DNS answer (POD_IP, /etc/hosts), if at all.
-        self.known_ip = known_address(settings.launch.pod_ip)
+        self.known_ip = known_address(settings.launch.pod_ip, family=self.lookup.ip_family)
         #: Where an early-started JVM runs; ``None``: no early start.
         self.early_ip: IPAddress | None = early_start_address(
             settings.launch.early_start, self.known_ip
@@ -241,11 +248,12 @@ class Entrypoint:
         """The peers to write, this node included, or the exit status when there are none."""
         from h2o_k8s_discovery.discovery import discover_peers  # noqa: PLC0415 - see run()
 
-        lookup = self.settings.lookup
+        lookup = self.lookup
         started = time.monotonic()
         result = await discover_peers(lookup, on_poll=self._on_poll)
         self.state.lookup_seconds = result.elapsed
-        me = Peer(own_ip(self.known_ip.ip, result.peers), self._own_port())
+        pod_ip = own_ip(self.known_ip.ip, result.peers, lookup.ip_family)
+        me = Peer(pod_ip, self._own_port())
         self.state.self_peer = me
         shortfall = result.shortfall(lookup)
         if shortfall is not None:
@@ -263,7 +271,7 @@ class Entrypoint:
         from h2o_k8s_discovery.discovery import constraints_for  # noqa: PLC0415
         from h2o_k8s_discovery.dns_query import make_resolver, poll_once  # noqa: PLC0415
 
-        lookup = self.settings.lookup
+        lookup = self.lookup
         constraints = constraints_for(lookup)
         resolver = make_resolver(lookup)
         current = [peers]

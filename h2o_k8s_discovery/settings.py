@@ -13,7 +13,7 @@ import ipaddress
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TypeVar
@@ -52,6 +52,21 @@ class RecordType(Enum):
     SRV = "SRV"
 
 
+class IpFamily(Enum):
+    """Which address family the peers are looked up in (``H2O_DNS_IP_FAMILY``)."""
+
+    #: The family of this pod's own address (``ip_family.choose_family`` says how it is found).
+    AUTO = "auto"
+    #: A records only (the targets' A records in SRV mode).
+    IPV4 = "ipv4"
+    #: AAAA records only.
+    IPV6 = "ipv6"
+
+    @classmethod
+    def of(cls, ip: IPAddress) -> IpFamily:
+        return cls.IPV6 if ip.version == 6 else cls.IPV4
+
+
 @dataclass(frozen=True, slots=True)
 class Nameserver:
     """An explicit DNS server, overriding /etc/resolv.conf."""
@@ -80,6 +95,12 @@ class LookupSettings:
     #: Seconds between two polls while the peer set is incomplete.
     poll_interval: float = 1.0
     record_type: RecordType = RecordType.A
+    #: Only this family's address records are asked for and kept, so a pod of a dual-stack
+    #: Service (an A and an AAAA record each) is one peer, not two. ``AUTO`` is settled from
+    #: ``POD_IP`` by ``Settings.from_env``, else when the lookup starts.
+    ip_family: IpFamily = IpFamily.AUTO
+    #: Why ``ip_family`` is what it is, for the log.
+    ip_family_reason: str = "H2O_DNS_IP_FAMILY"
     #: ``None``: the servers of /etc/resolv.conf.
     nameserver: Nameserver | None = None
     #: Seconds one query may take, retries inside dnspython included (Akka's resolve-timeout).
@@ -138,9 +159,17 @@ class ProbeSettings:
     #: Answer 200 on ``/kubernetes/isLeaderNode`` until the cloud has formed (H2O's behaviour,
     #: needed when the headless Service does not publish not-ready addresses); ``False``: 503.
     ready_until_formed: bool = True
-    #: Once formed, a damaged cloud (a member lost, unhealthy, the local node silent) stops H2O
-    #: and ends the entrypoint with its own status, so the pod restarts; H2O cannot heal.
-    exit_on_cloud_loss: bool = False
+    #: Once formed, a cloud that lost a member (on evidence, see ``cloud_loss_timeout``) stops
+    #: H2O and ends the entrypoint with its own status, so the pod restarts: H2O cannot heal a
+    #: cloud, and a restarted member that rejoins it hides the data it lost.
+    exit_on_cloud_loss: bool = True
+    #: Seconds of silence (a member's H2O port that does not accept connections, the local
+    #: node's ``/3/Cloud`` that does not answer) after which a formed cloud counts as lost. A
+    #: refused connection needs no wait: nothing listens there. The default is H2O's own:
+    #: ``H2ONode.isHealthy`` is ``now - _last_heard_from < HeartBeatThread.TIMEOUT`` (60000 ms,
+    #: heartbeats every second), so H2O itself gives a node 60 s before it calls it unhealthy;
+    #: anything shorter would end clouds that H2O keeps, e.g. through a long GC pause.
+    cloud_loss_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +191,11 @@ class Settings:
         probe = ProbeSettings(
             api_port=reader.get("H2O_KUBERNETES_API_PORT", 8080, _port),
             ready_until_formed=reader.get("H2O_READY_UNTIL_FORMED", True, _boolean),
-            exit_on_cloud_loss=reader.get("H2O_EXIT_ON_CLOUD_LOSS", False, _boolean),
+            exit_on_cloud_loss=reader.get("H2O_EXIT_ON_CLOUD_LOSS", True, _boolean),
+            cloud_loss_timeout=reader.get("H2O_CLOUD_LOSS_TIMEOUT", 60.0, _seconds(1, 3600)),
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
+        lookup = _settle_ip_family(reader, lookup, launch.pod_ip)
         _check_ports_apart(reader, lookup.h2o_port, probe.api_port)
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -191,6 +222,7 @@ def _read_lookup(reader: _EnvReader) -> LookupSettings:
         h2o_port=reader.get("H2O_PORT", 54321, _h2o_port),
         poll_interval=reader.get("H2O_DNS_POLL_INTERVAL", 1.0, _seconds(0.01, 3600)),
         record_type=reader.get("H2O_DNS_RECORD_TYPE", RecordType.A, _record_type),
+        ip_family=reader.get("H2O_DNS_IP_FAMILY", IpFamily.AUTO, _ip_family),
         nameserver=reader.get("H2O_DNS_NAMESERVER", None, _nameserver),
         query_timeout=reader.get("H2O_DNS_QUERY_TIMEOUT", 3.0, _seconds(0.1, 60)),
         backoff_max=reader.get("H2O_DNS_BACKOFF_MAX", 15.0, _seconds(0.01, 3600)),
@@ -231,6 +263,24 @@ def _h2o_timeout_rule(timeout: int | None, expected: int | None) -> float | None
     if expected is not None:
         return None
     return DEFAULT_LOOKUP_TIMEOUT
+
+
+def _settle_ip_family(
+    reader: _EnvReader, lookup: LookupSettings, pod_ip: IPAddress | None
+) -> LookupSettings:
+    """``auto`` becomes ``POD_IP``'s family; a family that contradicts ``POD_IP`` is a problem."""
+    if pod_ip is None:
+        return lookup
+    own = IpFamily.of(pod_ip)
+    if lookup.ip_family is IpFamily.AUTO:
+        return replace(lookup, ip_family=own, ip_family_reason=f"the family of POD_IP={pod_ip}")
+    if lookup.ip_family is not own:
+        reader.problems.append(
+            f"H2O_DNS_IP_FAMILY={reader.env.get('H2O_DNS_IP_FAMILY')!r} contradicts "
+            f"POD_IP={pod_ip}, an {own.value} address: this pod would not be among its peers; "
+            f"set H2O_DNS_IP_FAMILY={own.value} or auto"
+        )
+    return lookup
 
 
 def _check_ports_apart(reader: _EnvReader, h2o_port: int, api_port: int) -> None:
@@ -331,6 +381,16 @@ def _record_type(raw: str) -> RecordType:
         return RecordType(raw.upper() if raw.isascii() else raw)
     except ValueError:
         raise ValueError("expected A (A and AAAA records) or SRV") from None
+
+
+def _ip_family(raw: str) -> IpFamily:
+    try:
+        return IpFamily(raw.lower() if raw.isascii() else raw)
+    except ValueError:
+        raise ValueError(
+            "expected auto (the family of this pod's address), ipv4 (A records) or ipv6 "
+            "(AAAA records)"
+        ) from None
 
 
 def _dns_name(raw: str) -> str:

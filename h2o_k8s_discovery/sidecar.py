@@ -33,7 +33,11 @@ _FLATFILE_POLL = 0.5
 
 async def run_sidecar(settings: Settings) -> int:
     """Serve the probes until a stop signal; returns the exit status (0 after SIGTERM)."""
-    state = NodeState(ready_until_formed=settings.probe.ready_until_formed)
+    state = NodeState(
+        ready_until_formed=settings.probe.ready_until_formed,
+        loss_timeout=settings.probe.cloud_loss_timeout,
+        local_refusal_is_loss=True,
+    )
     server = ProbeServer(state, settings.probe.api_port)
     try:
         await server.start()

@@ -1,7 +1,8 @@
 """Watching a node, shared by ``run`` and ``sidecar``: its ``/3/Cloud``, then its members.
 
 Until the cloud has formed only the local node is asked. Once it has, the members are checked
-too (``members.py``), so a lost member turns readiness off within about a second.
+too (``members.py``), so a member whose port refuses connections turns readiness off within
+about a second, and a silent one after ``H2O_CLOUD_LOSS_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from h2o_k8s_discovery.cloud import CloudStatus
+from h2o_k8s_discovery.cloud import CloudStatus, member_peer
 from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
@@ -28,7 +29,12 @@ async def watch_node(state: NodeState) -> None:
         if state.phase is Phase.FORMED:
             formed.set()
 
-    watcher = CloudWatcher(cloud_url(str(me.ip), me.port), observe, is_formed=formed.is_set)
+    watcher = CloudWatcher(
+        cloud_url(str(me.ip), me.port),
+        observe,
+        is_formed=formed.is_set,
+        on_refused=state.observe_local_refusal,
+    )
     cloud = asyncio.create_task(watcher.run(), name="cloud-watcher")
     members: asyncio.Task[None] | None = None
     try:
@@ -47,14 +53,11 @@ async def _watch_members(state: NodeState, me: Peer) -> None:
     leader = _leader_peer(state.leader)
     watched = members_to_watch(state.peers, me, leader)
     if watched:
-        await MemberWatcher(watched, state.observe_members).run()
+        await MemberWatcher(
+            watched, state.observe_members, loss_timeout=state.loss_timeout, clock=state.clock
+        ).run()
 
 
 def _leader_peer(address: str | None) -> Peer | None:
-    if address is None:
-        return None
-    host, _, port = address.rpartition(":")
-    try:
-        return Peer.parse(host.strip("[]"), int(port))
-    except ValueError:
-        return None
+    # Parsed, so an IPv6 leader in H2O's form is the same peer as the flatfile's.
+    return None if address is None else member_peer(address)

@@ -2,11 +2,13 @@
 
 A ``PodNetwork`` is one node: a bridge in the root namespace holding the gateway address
 (``198.18.<k>.1``, inside the 198.18.0.0/15 benchmarking range that is never routed anywhere
-real). Each ``Pod`` is a named network namespace whose ``eth0`` is one end of a veth pair plugged
-into that bridge, with its own address, a default route via the gateway, and pod-like
-``/etc/resolv.conf`` and ``/etc/hosts`` that ``ip netns exec`` bind-mounts over the host's. A DNS
-server bound to the gateway address in the root namespace plays the cluster DNS; processes
-started with ``Pod.spawn`` play the containers.
+real; with ``family="ipv6"`` or ``"dual"`` also, or only, ``2001:2:0:<k>::1/64`` inside the
+IPv6 benchmarking range 2001:2::/48, pods on ``::11``, ``::12`` ...). Each ``Pod`` is a named
+network namespace whose ``eth0`` is one end of a veth pair plugged into that bridge, with its
+own address, a default route via the gateway, and pod-like ``/etc/resolv.conf`` and
+``/etc/hosts`` that ``ip netns exec`` bind-mounts over the host's. A DNS server bound to the
+gateway address in the root namespace plays the cluster DNS; processes started with
+``Pod.spawn`` play the containers.
 
 The non-obvious decision: everything the harness creates carries the prefix ``h2k`` and a 4-hex
 suffix, and the bridge's alias records the owner's pid and start time. ``sweep_stale()`` (also run
@@ -58,6 +60,12 @@ PREFIX = "h2k"
 
 POOL = ipaddress.IPv4Network("198.18.0.0/15")
 """Pod subnets are carved out of this range only."""
+
+POOL6 = ipaddress.IPv6Network("2001:2::/48")
+"""IPv6 pod subnets (/64) are carved out of this range only (RFC 5180's benchmarking range)."""
+
+FAMILIES = ("ipv4", "ipv6", "dual")
+"""A pod network's address families: IPv4 only, IPv6 only, or both (IPv4 primary)."""
 
 NETNS_ETC = Path("/etc/netns")
 """``ip netns exec NS`` bind-mounts every file in ``/etc/netns/NS/`` over ``/etc/<file>``."""
@@ -226,6 +234,25 @@ def _in_use_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
+def _in_use_networks6() -> list[ipaddress.IPv6Network]:
+    nets = []
+    for line in _ip("-6", "-o", "addr", "show").splitlines():
+        fields = line.split()
+        if "inet6" in fields:
+            nets.append(ipaddress.IPv6Interface(fields[fields.index("inet6") + 1]).network)
+    return nets
+
+
+def _pick_subnet6() -> ipaddress.IPv6Network:
+    """The first ``2001:2:0:<k>::/64`` (k >= 1) on no local interface."""
+    in_use = _in_use_networks6()
+    for k in range(1, 0x10000):
+        candidate = ipaddress.IPv6Network(f"2001:2:0:{k:x}::/64")
+        if not any(candidate.overlaps(net) for net in in_use):
+            return candidate
+    raise PodNetworkError(f"every /64 in {POOL6} is in use on this host")
+
+
 def _pick_subnet(requested: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network:
     in_use = _in_use_networks()
     candidates = [requested] if requested is not None else list(POOL.subnets(new_prefix=24))
@@ -364,12 +391,18 @@ class Pod:
     """
 
     def __init__(
-        self, network: PodNetwork, name: str, index: int, ip: ipaddress.IPv4Address
+        self,
+        network: PodNetwork,
+        name: str,
+        index: int,
+        ip: ipaddress.IPv4Address | None,
+        ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
         self.network = network
         self.name = name
         self.index = index
         self.address = ip
+        self.address6 = ip6
         self.netns = f"{PREFIX}-{network.suffix}-{name}"
         self.veth = f"{PREFIX}v{network.suffix}p{index}"
         self.workdir = network.workdir / name
@@ -382,8 +415,15 @@ class Pod:
 
     @property
     def ip(self) -> str:
-        """The pod's IPv4 address as text, e.g. ``198.18.0.11``."""
-        return str(self.address)
+        """The pod's primary address as text: ``198.18.0.11``, or ``2001:2:0:1::11`` when
+        the network is IPv6-only (``status.podIP``)."""
+        primary = self.address if self.address is not None else self.address6
+        return str(primary)
+
+    @property
+    def ips(self) -> list[str]:
+        """Every address of the pod, the primary first (``status.podIPs``)."""
+        return [str(ip) for ip in (self.address, self.address6) if ip is not None]
 
     def _ip_netns_exec(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
         return [_ip_binary(), "netns", "exec", self.netns, *(os.fspath(arg) for arg in argv)]
@@ -499,9 +539,14 @@ class PodNetwork:
 
     ``subnet`` (inside 198.18.0.0/15) defaults to the first /24 not on any local interface, so
     harnesses in several processes coexist. The gateway is the subnet's first host; pod ``i``
-    (1-based) gets host number ``10 + i``. ``namespace`` and ``cluster_domain`` shape the pods'
-    DNS search list like a Kubernetes namespace's. Leaving the context (also on an exception or
-    Ctrl-C, and at interpreter exit as a last resort) stops every process and removes everything.
+    (1-based) gets host number ``10 + i``. ``family`` is ``"ipv4"``, ``"ipv6"`` (no IPv4
+    address outside ``lo``: an IPv6-only cluster) or ``"dual"`` (both, IPv4 primary); IPv6
+    subnets are the first free ``2001:2:0:<k>::/64``, gateway ``::1``, pod ``i`` on ``::1<i>``
+    (the IPv4 host number's digits read as hexadecimal), all without duplicate address
+    detection so the addresses are usable at once. ``namespace`` and ``cluster_domain`` shape
+    the pods' DNS search list like a Kubernetes namespace's. Leaving the context (also on an
+    exception or Ctrl-C, and at interpreter exit as a last resort) stops every process and
+    removes everything.
     """
 
     def __init__(
@@ -512,7 +557,11 @@ class PodNetwork:
         cluster_domain: str = "cluster.local",
         base_dir: Path | None = None,
         stop_grace: float = 10.0,
+        family: str = "ipv4",
     ) -> None:
+        if family not in FAMILIES:
+            raise PodNetworkError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+        self.family = family
         self._requested = None if subnet is None else ipaddress.IPv4Network(subnet)
         if self._requested is not None and not self._requested.subnet_of(POOL):
             raise PodNetworkError(f"subnet {self._requested} is outside {POOL}")
@@ -524,6 +573,7 @@ class PodNetwork:
         self.bridge = f"{PREFIX}br{self.suffix}"
         self.pods: list[Pod] = []
         self._subnet: ipaddress.IPv4Network | None = None
+        self._subnet6: ipaddress.IPv6Network | None = None
         self._workdir: Path | None = None
         self._created_bridge = False
         self._closed = False
@@ -538,9 +588,34 @@ class PodNetwork:
         return self._subnet
 
     @property
-    def gateway(self) -> str:
-        """The bridge's address in the root namespace: pods' default route and nameserver."""
+    def has_ipv4(self) -> bool:
+        return self.family != "ipv6"
+
+    @property
+    def has_ipv6(self) -> bool:
+        return self.family != "ipv4"
+
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network:
+        """The pods' IPv6 subnet, e.g. ``2001:2:0:1::/64`` (``family`` ipv6 or dual only)."""
+        if self._subnet6 is None:
+            raise PodNetworkError("this PodNetwork has no IPv6 subnet, or is not entered yet")
+        return self._subnet6
+
+    @property
+    def gateway4(self) -> str:
+        """The bridge's IPv4 address (IPv4 and dual-stack pod networks)."""
         return str(self.subnet.network_address + 1)
+
+    @property
+    def gateway6(self) -> str:
+        """The bridge's IPv6 address (IPv6 and dual-stack pod networks)."""
+        return str(self.subnet6.network_address + 1)
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's primary address in the root namespace: the pods' nameserver."""
+        return self.gateway4 if self.has_ipv4 else self.gateway6
 
     @property
     def workdir(self) -> Path:
@@ -569,7 +644,12 @@ class PodNetwork:
                 _ip("link", "add", "name", self.bridge, "type", "bridge")
                 self._created_bridge = True
                 _ip("link", "set", "dev", self.bridge, "alias", _owner_tag())
-                _ip("addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
+                if self.has_ipv4:
+                    prefix = self.subnet.prefixlen
+                    _ip("addr", "add", f"{self.gateway4}/{prefix}", "dev", self.bridge)
+                if self.has_ipv6:
+                    self._subnet6 = _pick_subnet6()
+                    self._add_ipv6(None, self.gateway6, self.bridge)
                 _ip("link", "set", "dev", self.bridge, "up")
                 self._workdir = Path(
                     tempfile.mkdtemp(prefix=f"{PREFIX}-{self.suffix}-", dir=self._base_dir)
@@ -602,7 +682,11 @@ class PodNetwork:
         address = self.subnet.network_address + _FIRST_POD_HOST + index
         if address >= self.subnet.broadcast_address:
             raise PodNetworkError(f"subnet {self.subnet} has no room for pod {index}")
-        pod = Pod(self, name, index, address)
+        address6 = None
+        if self.has_ipv6:
+            # ::11, ::12, ...: the IPv4 host number's digits, read as hexadecimal.
+            address6 = self.subnet6.network_address + int(str(_FIRST_POD_HOST + index), 16)
+        pod = Pod(self, name, index, address if self.has_ipv4 else None, address6)
         self.pods.append(pod)  # before creating anything, so close() removes a half-made pod
         try:
             self._create_pod(pod)
@@ -624,19 +708,38 @@ class PodNetwork:
             # The pod shares the host's UTS namespace, so its hostname is the host's: map that
             # name to the pod's own IP, as the kubelet does, so that Java's getLocalHost() never
             # asks the (test) cluster DNS about it.
+            # One line per pod address, the primary first, as the kubelet writes it.
+            names = f"{pod.name}.{self.search[0]}\t{pod.name}\t{socket.gethostname()}"
             (etc / "hosts").write_text(
                 "127.0.0.1\tlocalhost\n"
                 "::1\tlocalhost ip6-localhost ip6-loopback\n"
-                f"{pod.ip}\t{pod.name}.{self.search[0]}\t{pod.name}\t{socket.gethostname()}\n"
+                + "".join(f"{ip}\t{names}\n" for ip in pod.ips)
             )
         _ip("netns", "add", pod.netns)
         _ip("link", "add", pod.veth, "type", "veth", "peer", "name", "eth0", "netns", pod.netns)
         _ip("link", "set", "dev", pod.veth, "master", self.bridge, "up")
         _ip("-n", pod.netns, "link", "set", "dev", "lo", "up")
-        _ip("-n", pod.netns, "addr", "add", f"{pod.ip}/{self.subnet.prefixlen}", "dev", "eth0")
+        if pod.address is not None:
+            prefix = self.subnet.prefixlen
+            _ip("-n", pod.netns, "addr", "add", f"{pod.address}/{prefix}", "dev", "eth0")
+        if pod.address6 is not None:
+            self._add_ipv6(pod.netns, str(pod.address6), "eth0")
         _ip("-n", pod.netns, "link", "set", "dev", "eth0", "up")
-        _ip("-n", pod.netns, "route", "add", "default", "via", self.gateway)
-        log.debug("pod %s: netns %s, ip %s", pod.name, pod.netns, pod.ip)
+        if pod.address is not None:
+            _ip("-n", pod.netns, "route", "add", "default", "via", self.gateway4)
+        if pod.address6 is not None:
+            _ip("-n", pod.netns, "-6", "route", "add", "default", "via", self.gateway6)
+        log.debug("pod %s: netns %s, ips %s", pod.name, pod.netns, " ".join(pod.ips))
+
+    def _add_ipv6(self, netns: str | None, address: str, device: str) -> None:
+        """Add ``address``/64 to ``device`` (in ``netns``, or the root namespace).
+
+        ``nodad``: duplicate address detection would leave the address "tentative", unusable
+        for a second or two, and nothing else on this private bridge can hold it.
+        """
+        where = [] if netns is None else ["-n", netns]
+        prefix = self.subnet6.prefixlen
+        _ip(*where, "-6", "addr", "add", f"{address}/{prefix}", "dev", device, "nodad")
 
     def close(self) -> None:
         """Stop every process and remove pods, bridge and files; safe to call more than once."""

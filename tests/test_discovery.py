@@ -172,13 +172,6 @@ async def test_thousand_peers_over_tcp(dns: DnsServer) -> None:
     assert dns.stats.tcp > 0
 
 
-async def test_ipv4_and_ipv6(dns: DnsServer) -> None:
-    """A and AAAA records both give peers; IPv6 is written in brackets."""
-    dns.set_records(SERVICE, a=["10.0.0.1"], aaaa=["fd00::2"])
-    result = await discover_peers(settings_for(dns, expected_count=2))
-    assert render_flatfile(result.peers) == "10.0.0.1:54321\n[fd00::2]:54321\n"
-
-
 async def test_srv_records_carry_ports(dns: DnsServer) -> None:
     """In SRV mode each record's port is used and its target resolved to an address."""
     for i in range(3):

@@ -190,6 +190,6 @@ def test_lost_member_turns_leader_unready(scenario: Scenario) -> None:
         time.sleep(0.05)
     leader_process = scenario.processes[leader.name]
     assert leader_process.wait(timeout=scenario.settings.launch.shutdown_grace + 10) == CLOUD_LOST
-    assert f"member(s) not reachable any more: {follower.ip}:54321" in scenario.log(leader)
+    assert f"member(s) lost: {follower.ip}:54321 refused a connection" in scenario.log(leader)
     assert "H2O cannot heal a damaged cloud" in scenario.log(leader)
     scenario.stop_all()

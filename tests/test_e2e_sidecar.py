@@ -20,7 +20,7 @@ import pytest
 from h2o_k8s_discovery.dns_server import ThreadedDnsServer
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet
+from tests.kubelet import Kubelet, get_json
 from tests.manifests import Deployment, deployment
 from tests.pods import Pod, PodNetwork, requires_root
 
@@ -111,6 +111,11 @@ def test_sidecar_layout(network: PodNetwork) -> None:
     while (answer := leader.http_get(port, path)) is not None and answer[0] == 200:
         assert time.monotonic() - killed < 2.0, "the leader stayed Ready after its JVM died"
         time.sleep(0.05)
+    # Its port refuses: a latched loss, so a new JVM rejoining there cannot make it Ready again.
+    while (damage := get_json(leader, port, "/status")["damage"]) is None:
+        assert time.monotonic() - killed < 3.0, "the sidecar never saw its node's port refuse"
+        time.sleep(0.05)
+    assert damage == "the local H2O node refused a connection: nothing listens on its H2O port"
 
     for sidecar in sidecars:
         sidecar.send_signal(signal.SIGTERM)

@@ -30,11 +30,31 @@ def test_command_line() -> None:
 
 
 def test_ipv6_needs_the_jvm_to_prefer_it() -> None:
-    """An IPv6 pod address adds -Djava.net.preferIPv6Addresses=true."""
+    """An IPv6 pod address makes the JVM prefer IPv6 and not IPv4, as H2O needs, before -jar."""
     argv = jvm_command(
         LaunchSettings(), flatfile=Path("f"), port=1, own_ip=ipaddress.ip_address("fd00::1")
     )
-    assert "-Djava.net.preferIPv6Addresses=true" in argv
+    jar = argv.index("-jar")
+    assert argv.index("-Djava.net.preferIPv6Addresses=true") < jar
+    assert argv.index("-Djava.net.preferIPv4Addresses=false") < jar
+
+
+def test_ipv4_leaves_the_address_preference_alone() -> None:
+    """An IPv4 pod address adds no address preference."""
+    argv = jvm_command(
+        LaunchSettings(), flatfile=Path("f"), port=1, own_ip=ipaddress.ip_address("10.0.0.1")
+    )
+    assert not [arg for arg in argv if "preferIPv" in arg]
+
+
+def test_java_opts_preference_wins() -> None:
+    """A preference JAVA_OPTS sets is kept as it is; only the missing one is added."""
+    launch = LaunchSettings(java_opts=("-Djava.net.preferIPv6Addresses=false",))
+    argv = jvm_command(launch, flatfile=Path("f"), port=1, own_ip=ipaddress.ip_address("fd00::1"))
+    assert [arg for arg in argv if "preferIPv" in arg] == [
+        "-Djava.net.preferIPv6Addresses=false",
+        "-Djava.net.preferIPv4Addresses=false",
+    ]
 
 
 def test_kubernetes_variables_are_removed() -> None:

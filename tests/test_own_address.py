@@ -22,6 +22,7 @@ from h2o_k8s_discovery.pod_ip import (
     early_start_address,
     known_address,
 )
+from h2o_k8s_discovery.settings import IpFamily
 from tests.net import free_port
 
 #: What kubelet writes into a StatefulSet pod's /etc/hosts (pod h2o-1 of Service h2o-service).
@@ -42,6 +43,15 @@ def test_kubelets_line_gives_the_pods_address() -> None:
     assert address_in_hosts(KUBELET_HOSTS, "H2O-1")[0] == ADDRESS
     fqdn = "h2o-1.h2o-service.h2o.svc.cluster.local"
     assert address_in_hosts(KUBELET_HOSTS, fqdn)[0] == ADDRESS
+
+
+def test_a_dual_stack_pod_takes_the_first_family_or_the_one_asked_for() -> None:
+    """kubelet lists a dual-stack pod's primary address first: that one, unless a family is
+    asked for (H2O_DNS_IP_FAMILY); the pod's short name also matches its full name."""
+    text = "10.244.1.5 h2o-1\nfd00::15 h2o-1\n"
+    assert address_in_hosts(text, "h2o-1")[0] == ADDRESS
+    assert address_in_hosts(text, "h2o-1", IpFamily.IPV6)[0] == ipaddress.ip_address("fd00::15")
+    assert address_in_hosts(text, "h2o-1.h2o-service.h2o.svc.cluster.local")[0] == ADDRESS
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ Also the offline paths of the jar cache (the ~280 MB download itself is left to 
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import secrets
@@ -177,6 +178,47 @@ def test_unreachable_pod_port_gives_none(network: PodNetwork) -> None:
     """``http_get`` answers ``None`` for a port nothing listens on (the check can fail)."""
     pod = network.add_pod("idle")
     assert pod.http_get(H2O_PORT, "/3/Cloud", timeout=1) is None
+
+
+@pytest.mark.root
+@requires_root
+@pytest.mark.parametrize("family", ["ipv6", "dual"])
+def test_ipv6_pods_reach_each_other(family: str, tmp_path: Path) -> None:
+    """IPv6 pods get 2001:2:0:<k>::1x at once (no DAD) and reach each other and the gateway."""
+    with PodNetwork(family=family, stop_grace=1.0) as network:
+        a, b = network.add_pod("pod-a"), network.add_pod("pod-b")
+        assert network.subnet6.subnet_of(ipaddress.IPv6Network("2001:2::/48"))
+        assert b.address6 == network.subnet6.network_address + 0x12
+        assert b.ip == (str(b.address6) if family == "ipv6" else str(b.address))
+        assert network.gateway == (network.gateway6 if family == "ipv6" else network.gateway4)
+        ip6 = str(b.address6)
+        addresses = b.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0"]).stdout
+        assert f"inet6 {ip6}/64 scope global nodad" in addresses, addresses
+        ipv4 = b.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+        assert ("inet " in ipv4) == (family == "dual")
+        hosts = b.run(["cat", "/etc/hosts"]).stdout.splitlines()
+        assert [line.split("\t")[0] for line in hosts[2:]] == b.ips
+        with socket.create_server((network.gateway6, 0), family=socket.AF_INET6) as gateway:
+            b.spawn(
+                [sys.executable, "-m", "http.server", "8000", "--bind", ip6],
+                log_path=tmp_path / "http.log",
+            )
+            fetch = f"""
+                import socket, urllib.request
+                print(urllib.request.urlopen("http://[{ip6}]:8000/", timeout=2).status)
+                socket.create_connection(("{network.gateway6}", {gateway.getsockname()[1]}), 5)
+                """
+
+            def fetched() -> subprocess.CompletedProcess[str] | None:
+                result = python_in_pod(a, fetch)
+                return result if result.returncode == 0 else None
+
+            done = wait_for(fetched, 20, "pod a to reach pod b and the gateway over IPv6")
+            assert done.stdout.strip() == "200"
+            gateway.settimeout(5)
+            conn, (peer, *_) = gateway.accept()
+            conn.close()
+        assert peer == str(a.address6)
 
 
 @pytest.mark.root

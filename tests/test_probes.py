@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,9 +17,11 @@ from aiohttp import web
 from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
 from h2o_k8s_discovery.errors import ProbeServerError
+from h2o_k8s_discovery.members import members_to_watch
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.probes import ProbeServer
+from h2o_k8s_discovery.watch import _leader_peer
 from tests.net import free_port
 
 PEERS = tuple(Peer.parse(f"10.0.0.{i}", 54321) for i in (1, 2, 3))
@@ -71,8 +74,12 @@ SEQUENCES: list[tuple[str, list[dict[str, Any] | None], list[int]]] = [
     ),
     ("member lost after formation", [cloud(3), cloud(2)], [200, 503]),
     ("unhealthy after formation", [cloud(3, node_idx=1), cloud(3, healthy=False)], [404, 503]),
-    ("whole again", [cloud(3), cloud(2), cloud(3)], [200, 503, 200]),
-    ("leader stays leader after a blip", [cloud(3), None, cloud(3, node_idx=2)], [200, 200, 200]),
+    ("damage is latched", [cloud(3), cloud(2), cloud(3)], [200, 503, 503]),
+    (
+        "silent leader is unready, then leader",
+        [cloud(3), None, cloud(3, node_idx=2)],
+        [200, 503, 200],
+    ),
 ]
 
 
@@ -89,21 +96,114 @@ def test_readiness_sequence(answers: list[dict[str, Any] | None], expected: list
     assert seen == expected
 
 
-def test_silent_node_is_lost_after_a_while() -> None:
-    """Once formed, a local node silent for a second makes readiness 503; an answer heals it."""
+def test_silent_node_is_lost_only_after_the_loss_timeout() -> None:
+    """A silent local node is 503 with a reason in /status; lost (latched) after the timeout."""
     now = [100.0]
+    state = forming_state()
+    state.loss_timeout = 60.0
+    state.clock = lambda: now[0]
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    now[0] += 30.0
+    state.observe_cloud(None)
+    assert state.readiness() == 503
+    assert state.describe()["damage"] is None
+    assert state.describe()["silence"] == (
+        "the local H2O node has not answered for 30.0s (lost after H2O_CLOUD_LOSS_TIMEOUT=60s)"
+    )
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    assert (state.readiness(), state.describe()["silence"]) == (200, None)
+    now[0] += 60.5
+    state.observe_cloud(None)
+    assert state.describe()["damage"] == (
+        "the local H2O node has not answered for 60.5s, more than H2O_CLOUD_LOSS_TIMEOUT=60s"
+    )
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    assert state.readiness() == 503
+
+
+def test_silence_is_logged_when_it_starts_and_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """A silence over many polls gives one warning when it starts and one line when it ends."""
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.node_state")
+    now = [0.0]
     state = forming_state()
     state.clock = lambda: now[0]
     state.observe_cloud(CloudStatus.parse(cloud(3)))
-    now[0] += 0.5
-    state.observe_cloud(None)
-    assert state.readiness() == 200
-    now[0] += 0.6
-    state.observe_cloud(None)
-    assert state.readiness() == 503
-    assert state.describe()["damage"] == "the local H2O node has not answered for 1.1s"
+    for _ in range(5):
+        now[0] += 0.5
+        state.observe_cloud(None)
     state.observe_cloud(CloudStatus.parse(cloud(3)))
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[-2:] == [
+        "not ready while the local H2O node has not answered for 0.5s "
+        "(lost after H2O_CLOUD_LOSS_TIMEOUT=60s)",
+        "the cloud answers again",
+    ]
+
+
+def test_lost_member_stays_lost_when_it_answers_again() -> None:
+    """A member lost on evidence keeps the cloud damaged though it and H2O look whole again."""
+    damages: list[str] = []
+    state = forming_state()
+    state.on_damage = damages.append
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    state.observe_members({PEERS[2]: "refused a connection"}, {})
+    state.observe_members({}, {})
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    assert state.readiness() == 503
+    assert state.describe()["damage"] == "member(s) lost: 10.0.0.3:54321 refused a connection"
+    assert damages == [state.describe()["damage"]]
+
+
+def test_silent_member_is_unready_without_damage() -> None:
+    """A member whose port is silent makes readiness 503 and is named, but is not lost."""
+    state = forming_state()
+    state.on_damage = lambda damage: pytest.fail(f"damaged: {damage}")
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    state.observe_members({}, {PEERS[1]: 2.0})
+    assert state.readiness() == 503
+    assert (
+        "member 10.0.0.2:54321 has accepted no connection for 2.0s" in state.describe()["silence"]
+    )
+    state.observe_members({}, {})
     assert state.readiness() == 200
+
+
+@pytest.mark.parametrize("is_loss", [True, False])
+def test_local_refusal_is_a_loss_only_where_asked(is_loss: bool) -> None:
+    """A refused local node is a latched loss for the sidecar; for ``run`` only silence."""
+    state = forming_state()
+    state.local_refusal_is_loss = is_loss
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    state.observe_local_refusal()
+    state.observe_cloud(None)
+    state.observe_cloud(CloudStatus.parse(cloud(3)))
+    refused = "the local H2O node refused a connection: nothing listens on its H2O port"
+    assert state.describe()["damage"] == (refused if is_loss else None)
+    assert state.readiness() == (503 if is_loss else 200)
+
+
+async def test_watcher_tells_a_refused_node_from_a_silent_one() -> None:
+    """A closed port (a real ECONNREFUSED) is reported as refused, besides "no answer"."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    seen: list[object] = []
+    refused = asyncio.Event()
+    watcher = CloudWatcher(
+        cloud_url("127.0.0.1", closed),
+        seen.append,
+        is_formed=lambda: True,
+        on_refused=refused.set,
+    )
+    watching = asyncio.create_task(watcher.run())
+    try:
+        async with asyncio.timeout(5):
+            await refused.wait()
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert seen[:1] == [None]
 
 
 def test_damage_names_the_missing_node() -> None:
@@ -112,6 +212,62 @@ def test_damage_names_the_missing_node() -> None:
     state.observe_cloud(CloudStatus.parse(cloud(3)))
     state.observe_cloud(CloudStatus.parse(cloud(2)))
     assert state.describe()["damage"] == "cloud of 2 of 3; missing: 10.0.0.3:54321"
+
+
+PEERS6 = tuple(Peer.parse(f"2001:2:0:1::1{i}", 54321) for i in (1, 2, 3))
+
+
+def cloud6(members: list[str], *, node_idx: int = 0) -> dict[str, Any]:
+    """A /3/Cloud body of an IPv6 cloud, members named as given."""
+    nodes = [{"ip_port": member, "healthy": True} for member in members]
+    return {**cloud(len(members), node_idx=node_idx), "nodes": nodes}
+
+
+def ipv6_state() -> NodeState:
+    return NodeState(phase=Phase.FORMING, peers=PEERS6, self_peer=PEERS6[0])
+
+
+def test_ipv6_cloud_in_h2o_form_is_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """H2O's uncompressed IPv6 members are our bracketed peers: formed, undamaged, leader named."""
+    state = ipv6_state()
+    caplog.set_level("INFO")
+    members = [f"2001:2:0:1:0:0:0:1{i}:54321" for i in (1, 2, 3)]
+    for _ in range(3):
+        state.observe_cloud(CloudStatus.parse(cloud6(members)))
+    assert state.readiness() == 200
+    status = state.describe()
+    assert status["damage"] is None
+    assert status["leader"] == "[2001:2:0:1::11]:54321"
+    assert "leader node IP is '/2001:2:0:1::11'" in caplog.text
+
+
+def test_ipv6_damage_names_the_missing_member() -> None:
+    """A lost IPv6 member is named as the flatfile names it."""
+    state = ipv6_state()
+    members = [f"2001:2:0:1:0:0:0:1{i}:54321" for i in (1, 2, 3)]
+    state.observe_cloud(CloudStatus.parse(cloud6(members)))
+    state.observe_cloud(CloudStatus.parse(cloud6(members[:2])))
+    assert state.describe()["damage"] == "cloud of 2 of 3; missing: [2001:2:0:1::13]:54321"
+
+
+@pytest.mark.parametrize("leader", ["2001:2:0:1:0:0:0:11:54321", "[2001:2:0:1::11]:54321"])
+def test_follower_watches_an_ipv6_leader(leader: str) -> None:
+    """A follower finds the IPv6 leader among its peers, in H2O's form or ours, and watches it."""
+    assert members_to_watch(PEERS6, PEERS6[1], _leader_peer(leader)) == [PEERS6[0]]
+    assert members_to_watch(PEERS6, PEERS6[0], _leader_peer(leader)) == list(PEERS6[1:])
+
+
+def test_unreadable_member_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """An ip_port that cannot be read is a warning naming it, and that member counts as unknown."""
+    state = ipv6_state()
+    members = [f"2001:2:0:1:0:0:0:1{i}:54321" for i in (1, 2, 3)]
+    state.observe_cloud(CloudStatus.parse(cloud6(members)))
+    odd = [*members[:2], "2001:2:0:1::13:54321"]
+    state.observe_cloud(CloudStatus.parse(cloud6(odd)))
+    assert state.readiness() == 503
+    assert state.describe()["damage"] == "cloud of 3 of 3; missing: [2001:2:0:1::13]:54321"
+    assert "'2001:2:0:1::13:54321' is not a member address" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 def test_not_ready_until_formed_when_asked() -> None:

@@ -126,6 +126,7 @@ BAD_VALUES = [
     ("H2O_DNS_POLL_INTERVAL", "0"),
     ("H2O_DNS_POLL_INTERVAL", "fast"),
     ("H2O_DNS_RECORD_TYPE", "MX"),
+    ("H2O_DNS_IP_FAMILY", "dual"),
     ("H2O_DNS_NAMESERVER", "dns.example"),
     ("H2O_DNS_NAMESERVER", "10.0.0.1:99999"),
     ("H2O_DNS_NAMESERVER", "[::1"),
@@ -141,6 +142,8 @@ BAD_VALUES = [
     ("H2O_NODE_LOOKUP_AGREEMENT", ""),
     ("H2O_NODE_AGREEMENT_TIMEOUT", "1e3"),
     ("H2O_EXIT_ON_CLOUD_LOSS", "2"),
+    ("H2O_CLOUD_LOSS_TIMEOUT", "0.5"),
+    ("H2O_CLOUD_LOSS_TIMEOUT", "a minute"),
     ("H2O_DNS_QUERY_TIMEOUT", "0"),
     ("H2O_DNS_BACKOFF_MAX", "soon"),
 ]
@@ -161,7 +164,8 @@ def test_formation_safety_settings() -> None:
     assert defaults.lookup.stable_period == 0
     assert defaults.lookup.fail_on_timeout is True
     assert defaults.lookup.agreement is True
-    assert defaults.probe.exit_on_cloud_loss is False
+    assert defaults.probe.exit_on_cloud_loss is True
+    assert defaults.probe.cloud_loss_timeout == 60
     settings = Settings.from_env(
         {
             **SERVICE,
@@ -169,14 +173,16 @@ def test_formation_safety_settings() -> None:
             "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "false",
             "H2O_NODE_LOOKUP_AGREEMENT": "false",
             "H2O_NODE_AGREEMENT_TIMEOUT": "10",
-            "H2O_EXIT_ON_CLOUD_LOSS": "yes",
+            "H2O_EXIT_ON_CLOUD_LOSS": "no",
+            "H2O_CLOUD_LOSS_TIMEOUT": "12.5",
         }
     )
     assert settings.lookup.stable_period == 2.5
     assert settings.lookup.fail_on_timeout is False
     assert settings.lookup.agreement is False
     assert settings.lookup.agreement_timeout == 10
-    assert settings.probe.exit_on_cloud_loss is True
+    assert settings.probe.exit_on_cloud_loss is False
+    assert settings.probe.cloud_loss_timeout == 12.5
 
 
 def test_missing_service_name_is_reported() -> None:

@@ -27,7 +27,7 @@ from h2o_k8s_discovery.constraints import StopReason
 from h2o_k8s_discovery.discovery import PollEvent, discover_peers
 from h2o_k8s_discovery.dns_server import DnsServer, Fault, ThreadedDnsServer
 from h2o_k8s_discovery.flatfile import render_flatfile
-from h2o_k8s_discovery.settings import LookupSettings, Nameserver
+from h2o_k8s_discovery.settings import IpFamily, LookupSettings, Nameserver
 from tests.reliability.support import PYTHONPATH, SERVICE, free_port
 
 LOGGER = "h2o_k8s_discovery"
@@ -285,7 +285,7 @@ async def test_records_flapping_never_settle(dns: DnsServer) -> None:
 async def test_aaaa_only(dns: DnsServer) -> None:
     """A Service with only AAAA records gives IPv6 peers, bracketed in the flatfile."""
     dns.set_records(SERVICE, aaaa=ipv6s(3))
-    result = await discover_peers(lookup(dns.port))
+    result = await discover_peers(lookup(dns.port, ip_family=IpFamily.IPV6))
     assert result.reason is StopReason.EXPECTED_COUNT
     assert render_flatfile(result.peers) == "".join(f"[{ip}]:54321\n" for ip in ipv6s(3))
 
@@ -321,14 +321,22 @@ async def test_dangling_cname_is_no_pods_yet(dns: DnsServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("a", "aaaa"), [(4000, 0), (3500, 1500)], ids=["4000-A", "3500-A-1500-AAAA"]
+    ("a", "aaaa", "family"),
+    [(4000, 0, IpFamily.IPV4), (1500, 2000, IpFamily.IPV6)],
+    ids=["4000-A", "2000-AAAA-beside-1500-A"],
 )
-async def test_thousands_of_records_over_tcp(dns: DnsServer, a: int, aaaa: int) -> None:
-    """Thousands of records arrive whole over TCP, within seconds."""
+async def test_thousands_of_records_over_tcp(
+    dns: DnsServer, a: int, aaaa: int, family: IpFamily
+) -> None:
+    """Thousands of records of the chosen family arrive whole over TCP, within seconds."""
     dns.set_records(SERVICE, a=ips(a), aaaa=ipv6s(aaaa))
-    result = await discover_peers(lookup(dns.port, expected_count=a + aaaa, timeout=20.0))
+    expected = a if family is IpFamily.IPV4 else aaaa
+    result = await discover_peers(
+        lookup(dns.port, expected_count=expected, timeout=20.0, ip_family=family)
+    )
     assert result.reason is StopReason.EXPECTED_COUNT
-    assert len(result.peers) == a + aaaa
+    assert len(result.peers) == expected
+    assert {peer.ip.version for peer in result.peers} == {4 if family is IpFamily.IPV4 else 6}
     # 0.7-0.8 s measured on an idle machine; a loaded one may need a retry within the timeout.
     assert result.elapsed < 20.0
     assert dns.stats.tcp >= 1

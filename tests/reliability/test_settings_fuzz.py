@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.settings import RecordType, Settings
+from h2o_k8s_discovery.settings import IpFamily, RecordType, Settings
 from tests.reliability.support import (
     CHILDREN,
     DEFINED_STATUSES,
@@ -84,6 +84,7 @@ KINDS = {
     "H2O_NODE_AGREEMENT_TIMEOUT": "seconds",
     "H2O_SHUTDOWN_GRACE": "seconds",
     "H2O_DNS_RECORD_TYPE": "record_type",
+    "H2O_DNS_IP_FAMILY": "ip_family",
     "H2O_DNS_NAMESERVER": "nameserver",
     "JAVA_OPTS": "words",
     "H2O_CLOUD_NAME": "cloud_name",
@@ -91,6 +92,7 @@ KINDS = {
     "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "boolean",
     "H2O_NODE_LOOKUP_AGREEMENT": "boolean",
     "H2O_EXIT_ON_CLOUD_LOSS": "boolean",
+    "H2O_CLOUD_LOSS_TIMEOUT": "positive_seconds",
     "H2O_JVM_EARLY_START": "boolean_or_auto",
     "POD_IP": "ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
@@ -111,6 +113,7 @@ FIELDS = {
     "H2O_NODE_AGREEMENT_TIMEOUT": "lookup.agreement_timeout",
     "H2O_SHUTDOWN_GRACE": "launch.shutdown_grace",
     "H2O_DNS_RECORD_TYPE": "lookup.record_type",
+    "H2O_DNS_IP_FAMILY": "lookup.ip_family",
     "H2O_DNS_NAMESERVER": "lookup.nameserver",
     "JAVA_OPTS": "launch.java_opts",
     "H2O_CLOUD_NAME": "launch.cloud_name",
@@ -118,6 +121,7 @@ FIELDS = {
     "H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT": "lookup.fail_on_timeout",
     "H2O_NODE_LOOKUP_AGREEMENT": "lookup.agreement",
     "H2O_EXIT_ON_CLOUD_LOSS": "probe.exit_on_cloud_loss",
+    "H2O_CLOUD_LOSS_TIMEOUT": "probe.cloud_loss_timeout",
     "H2O_JVM_EARLY_START": "launch.early_start",
     "POD_IP": "launch.pod_ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
@@ -283,6 +287,7 @@ NEAR_VALID: dict[str, Callable[[tuple[str, int] | None], st.SearchStrategy[str]]
     "seconds": lambda _: padded(SECONDS),
     "positive_seconds": lambda _: padded(SECONDS),
     "record_type": lambda _: padded(mixed_case(("A", "SRV", "AAAA", "MX"))),
+    "ip_family": lambda _: padded(mixed_case(("auto", "ipv4", "ipv6", "dual", "inet6", "v4"))),
     "boolean": lambda _: padded(mixed_case(BOOLEAN_WORDS)),
     "boolean_or_auto": lambda _: padded(mixed_case((*BOOLEAN_WORDS, "auto", "automatic"))),
     "log_level": lambda _: padded(mixed_case((*LOG_LEVELS, "WARN", "TRACE"))),
@@ -382,6 +387,12 @@ def _record_type(_raw: str, value: Any) -> None:
     assert isinstance(value, RecordType)
 
 
+def _ip_family(raw: str, value: Any) -> None:
+    assert isinstance(value, IpFamily)
+    assert raw.isascii()
+    assert value.value == raw.lower()
+
+
 def _log_level(_raw: str, value: Any) -> None:
     assert value in LOG_LEVELS
 
@@ -402,6 +413,7 @@ ACCEPTED: dict[str, Callable[[str, Any], None]] = {
     "seconds": _seconds,
     "positive_seconds": _positive_seconds,
     "record_type": _record_type,
+    "ip_family": _ip_family,
     "boolean": _boolean,
     "boolean_or_auto": _boolean_or_auto,
     "log_level": _log_level,
@@ -467,8 +479,9 @@ def test_from_env_any_value(name: str, data: st.DataObject) -> None:
 
 def depends_on_two(problem: str) -> bool:
     """The problems that depend on two variables (ports that collide, an early start without
-    POD_IP): left out when variables are compared one by one."""
-    return "collides" in problem or "needs POD_IP" in problem
+    POD_IP, an address family other than POD_IP's): left out when variables are compared one
+    by one."""
+    return "collides" in problem or "needs POD_IP" in problem or "contradicts POD_IP" in problem
 
 
 @settings(max_examples=200, deadline=None)
@@ -491,6 +504,7 @@ LOOKALIKES = [
     # LATIN SMALL LETTER LONG S and DOTLESS I upper-case to ASCII "S" and "I".
     pytest.param("H2O_DNS_RECORD_TYPE", "\u017frv", id="record-type-long-s"),
     pytest.param("H2O_DISCOVERY_LOG_LEVEL", "\u0131nfo", id="level-dotless-i"),
+    pytest.param("H2O_DNS_IP_FAMILY", "\u0131pv6", id="ip-family-dotless-i"),
     # Look-alikes without an ASCII upper or lower case: refused even by a case-folding rule.
     pytest.param("H2O_DISCOVERY_LOG_LEVEL", "debu\u0262", id="level-small-capital-g"),
     pytest.param("H2O_READY_UNTIL_FORMED", "\u212arue", id="boolean-kelvin-sign"),
