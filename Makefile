@@ -4,8 +4,9 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 NODES ?= 3
+IMAGE ?= h2o-k8s:3.46.0.12
 
-.PHONY: setup system-deps jar lint test test-quick demo bench clean
+.PHONY: setup system-deps jar lint test test-quick test-image image demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,15 @@ test: setup system-deps jar lint
 # A quick local run: no JVM, no long waits.
 test-quick: setup
 	$(VENV)/bin/pytest -m 'not slow'
+
+# The image from docker/Dockerfile with your Docker (BuildKit) and its registry access.
+image:
+	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile -t $(IMAGE) .
+
+# The image built and run the way CI does it, without any registry (as root; see tests/image/):
+# Debian stand-ins for the base images, a private dockerd, three podman containers in simulated pods.
+test-image: setup system-deps jar
+	$(VENV)/bin/pytest tests/image
 
 demo: setup jar
 	$(VENV)/bin/h2o-k8s-discovery demo --nodes $(NODES)

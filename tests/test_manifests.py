@@ -159,3 +159,29 @@ def test_sidecar_is_native_and_probed(deployment: Deployment) -> None:
     assert deployment.container["restartPolicy"] == "Always"
     assert deployment.container["command"][-1] == "sidecar"
     assert deployment.headless_service()["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_our_pods_are_replaced_together() -> None:
+    """OnDelete: Kubernetes never replaces one pod alone, which would stall on a locked cloud."""
+    (ours,) = [d for d in DEPLOYMENTS if d.path.name == "h2o-cluster.yaml"]
+    assert ours.statefulset["spec"]["updateStrategy"] == {"type": "OnDelete"}
+
+
+def test_our_disruption_budget_refuses_evictions() -> None:
+    """The PodDisruptionBudget selects every H2O pod and allows no voluntary disruption."""
+    (ours,) = [d for d in DEPLOYMENTS if d.path.name == "h2o-cluster.yaml"]
+    (budget,) = [r for r in ours.resources if r["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["maxUnavailable"] == 0
+    assert "minAvailable" not in budget["spec"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= ours.pod_labels.items()
+
+
+def test_our_pods_prefer_separate_nodes() -> None:
+    """Anti-affinity on the node name, preferred only: a Pending pod would leave no cloud."""
+    (ours,) = [d for d in DEPLOYMENTS if d.path.name == "h2o-cluster.yaml"]
+    anti = ours.pod_spec["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert selector.items() <= ours.pod_labels.items()
