@@ -10,7 +10,16 @@ Two ways of running N simulated pods (network namespaces from ``tests.pods``) ar
 Both find their peers through one embedded DNS server in the root namespace on the pods' gateway
 (port 53, where the pods' resolv.conf points). It publishes the Service both ways at once: A
 records for ours, SRV records ``(0, 0, 54321, h2o-<i>.<service>)`` plus an A record per target
-for H2O's lookup, which asks SRV on the bare name (ANCHORS section 9).
+for H2O's lookup, which asks SRV on the bare name (ANCHORS section 9). It does so in one of two
+``DnsMode``s: every pod's records at once (a Service with ``publishNotReadyAddresses: true``), or
+only while the pod's readiness probe passes (the seed manifest's Service), driven by one
+kubelet-like prober per pod (``bench._kubelet``).
+
+Ours gets its environment in one of two ``EnvMode``s: *tuned* (H2O's four variables plus POD_IP,
+a cloud name and early start, as ``docker/kubernetes/h2o-cluster.yaml`` sets), or *seed*: exactly
+what ``docker/kubernetes/h2o-compatible.yaml`` gives the container, plus only what simulated pods
+on one machine cannot share (the jar's path, JAVA_OPTS with the pod's own temp dir, the flatfile
+and ice paths under the pod's workdir).
 
 The non-obvious decision: observers only record. One thread per pod and endpoint polls at a fixed
 interval, like a kubelet, and appends ``(seconds since start, value)``; every verdict ("exactly
@@ -41,10 +50,12 @@ from subprocess import Popen
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from bench._kubelet import Endpoints, PodAddress, ProbeSpec, ReadinessProber
 from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
 from h2o_k8s_discovery.jar import ensure_h2o_jar
-from tests.pods import H2O_PORT, Pod, PodNetwork
+from tests.manifests import Deployment, deployment
+from tests.pods import H2O_PORT, Pod, PodNetwork, PodNetworkError
 
 T = TypeVar("T")
 
@@ -387,6 +398,49 @@ class Impl(enum.Enum):
     REFERENCE = "reference"
 
 
+class EnvMode(enum.Enum):
+    """What ours is given besides what pods on one machine cannot share."""
+
+    #: H2O's four variables, POD_IP, a cloud name and early start (``h2o-cluster.yaml``).
+    TUNED = "tuned"
+    #: Only what the seed manifest ``h2o-compatible.yaml`` sets: H2O's four variables.
+    SEED = "seed"
+
+
+class DnsMode(enum.Enum):
+    """When a pod's records appear in the headless Service."""
+
+    #: Every pod's records from the start (``publishNotReadyAddresses: true``).
+    AT_ONCE = "records at once"
+    #: Only while its readiness probe passes (the seed's Service).
+    READY_GATED = "ready-gated"
+
+
+#: The manifest whose env, probe and replicas the seed mode uses.
+SEED_MANIFEST = "h2o-compatible.yaml"
+
+
+def seed_manifest() -> Deployment:
+    """The seed StatefulSet; its Service name and API port must be the bench's."""
+    seed = deployment(SEED_MANIFEST)
+    env = seed.pod_env("198.18.0.1")
+    if env.get("H2O_KUBERNETES_SERVICE_DNS") != SERVICE or env.get(
+        "H2O_KUBERNETES_API_PORT"
+    ) != str(API_PORT):
+        raise RuntimeError(
+            f"{SEED_MANIFEST} sets H2O_KUBERNETES_SERVICE_DNS="
+            f"{env.get('H2O_KUBERNETES_SERVICE_DNS')!r} and H2O_KUBERNETES_API_PORT="
+            f"{env.get('H2O_KUBERNETES_API_PORT')!r}; the bench serves {SERVICE} and probes "
+            f"port {API_PORT}: change bench._common.SERVICE and API_PORT to match"
+        )
+    return seed
+
+
+def seed_probe() -> ProbeSpec:
+    """The seed container's readiness probe, with Kubernetes' defaults filled in."""
+    return ProbeSpec.from_container(seed_manifest().container)
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One run's setup."""
@@ -395,6 +449,15 @@ class ClusterSpec:
     size: int = 3
     #: Seconds after start at which the last pod's records are published (``None``: at start).
     late_last: float | None = None
+    env: EnvMode = EnvMode.TUNED
+    dns: DnsMode = DnsMode.AT_ONCE
+    #: The pods' /24 (``None``: the first free one). The same addresses in every run give
+    #: every run the same H2O node hashes, and H2O's heartbeat thread picks the tick of its
+    #: one-off CPU benchmark (Linpack, memory bandwidth) by that hash: a fixed subnet keeps
+    #: that stall at the same heartbeat for ours and the reference.
+    subnet: str | None = None
+    #: Appended to H2O's arguments in both implementations, for diagnosis (``-log_level DEBUG``).
+    h2o_args: tuple[str, ...] = ()
 
 
 def h2o_jar() -> Path:
@@ -406,11 +469,11 @@ def h2o_jar() -> Path:
     return jar
 
 
-def target_name(pod: Pod) -> str:
+def target_name(pod: PodAddress) -> str:
     return f"{pod.name}.{SERVICE}"
 
 
-def publish(server: DnsServer, pods: Sequence[Pod]) -> None:
+def publish(server: DnsServer, pods: Sequence[PodAddress]) -> None:
     """The headless Service with ``pods`` in it: A records, SRV records and the targets' A."""
     for pod in pods:
         server.set_records(target_name(pod), a=[pod.ip])
@@ -419,6 +482,20 @@ def publish(server: DnsServer, pods: Sequence[Pod]) -> None:
         a=[pod.ip for pod in pods],
         srv=[(0, 0, H2O_PORT, target_name(pod)) for pod in pods],
     )
+
+
+def publish_ready(
+    server: DnsServer, ready: Sequence[PodAddress], pods: Sequence[PodAddress]
+) -> None:
+    """The Service holding only ``ready`` of ``pods``; NXDOMAIN when none is, as in Kubernetes."""
+    names = {pod.name for pod in ready}
+    for pod in pods:
+        if pod.name not in names:
+            server.remove(target_name(pod))
+    if ready:
+        publish(server, ready)
+    else:
+        server.remove(SERVICE)
 
 
 def _k8s_variables(size: int) -> dict[str, str]:
@@ -446,6 +523,27 @@ def ours_environment(pod: Pod, jar: Path, cloud: str, size: int) -> dict[str, st
         # As in docker/kubernetes/h2o-cluster.yaml: H2O boots while the peers are looked up.
         "H2O_JVM_EARLY_START": "true",
     }
+
+
+def seed_environment(pod: Pod, jar: Path) -> dict[str, str]:
+    """The seed manifest's env (no POD_IP, nothing of ours) plus the per-pod paths."""
+    return {
+        **seed_manifest().pod_env(pod.ip),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "H2O_JAR": str(jar),
+        "JAVA_OPTS": f"-Xmx{XMX} -Djava.io.tmpdir={pod.tmpdir}",
+        "H2O_FLATFILE": str(pod.workdir / "flatfile"),
+    }
+
+
+def seed_command(pod: Pod) -> list[str]:
+    """``run`` with the seed container's args, paths under /tmp moved into the pod's workdir
+    (the seed has none: then only the pod's own ice dir)."""
+    args = [
+        arg.replace("/tmp/", f"{pod.workdir}/", 1) if arg.startswith("/tmp/") else arg
+        for arg in seed_manifest().args()
+    ]
+    return [str(ENTRYPOINT), "run", "--", *(args or ["-ice_root", str(pod.ice_root)])]
 
 
 def reference_command(pod: Pod, jar: Path, cloud: str) -> list[str]:
@@ -487,10 +585,13 @@ class Cluster:
         self._stack = contextlib.ExitStack()
         self._late: threading.Timer | None = None
         self._dns: DnsServer | None = None
+        #: Ready-gated DNS only: the Service's endpoints and one prober per pod.
+        self.endpoints: Endpoints | None = None
+        self.probers: list[ReadinessProber] = []
 
     def __enter__(self) -> Self:
         try:
-            net = self._stack.enter_context(PodNetwork(stop_grace=5.0))
+            net = self._enter_network()
             self.pods = [net.add_pod(f"h2o-{i}") for i in range(self.spec.size)]
             self._dns = self._stack.enter_context(ThreadedDnsServer(net.gateway, 53))
             self._stack.callback(self._halt_observers)
@@ -507,6 +608,16 @@ class Cluster:
     ) -> None:
         self._stack.close()
 
+    def _enter_network(self) -> PodNetwork:
+        """The requested subnet when it is free, else the first free one (another harness on
+        this machine may hold it)."""
+        if self.spec.subnet is not None:
+            try:
+                return self._stack.enter_context(PodNetwork(self.spec.subnet, stop_grace=5.0))
+            except PodNetworkError as err:
+                progress(f"subnet {self.spec.subnet} not free ({err}); using the first free one")
+        return self._stack.enter_context(PodNetwork(stop_grace=5.0))
+
     @property
     def dns(self) -> DnsServer:
         if self._dns is None:
@@ -518,22 +629,54 @@ class Cluster:
         return time.monotonic() - self.t0
 
     def start(self) -> None:
-        """Publish the Service (all pods, or all but the last), then start every pod."""
+        """Publish the Service (all pods, all but the last, or none when ready-gated), then start
+        every pod (and, when ready-gated, its prober, counting from the pod's start)."""
         late = self.spec.late_last
-        publish(self.dns, self.pods if late is None else self.pods[:-1])
+        gated = self.spec.dns is DnsMode.READY_GATED
+        probe = seed_probe() if gated else None
+        if gated:
+            self.endpoints = Endpoints(self.dns, self.pods, self.clock, publish_ready)
+            publish_ready(self.dns, [], self.pods)
+        else:
+            publish(self.dns, self.pods if late is None else self.pods[:-1])
         self.t0, self.wall0 = time.monotonic(), time.time()
-        for pod in self.pods:
+        for index, pod in enumerate(self.pods):
             self.processes.append(pod.spawn(*self._command(pod), log_path=self.log_path(pod)))
-        if late is not None:
+            if self.endpoints is not None and probe is not None:
+                self.probers.append(
+                    ReadinessProber(
+                        pod,
+                        index,
+                        probe,
+                        self.endpoints,
+                        started=time.monotonic(),
+                        clock=self.clock,
+                    )
+                )
+        for prober in self.probers:
+            prober.start()
+        if late is not None and not gated:
             delay = max(0.0, self.t0 + late - time.monotonic())
             self._late = threading.Timer(delay, publish, (self.dns, self.pods))
             self._late.daemon = True
             self._late.start()
 
     def _command(self, pod: Pod) -> tuple[list[str], dict[str, str]]:
+        argv, env = self._base_command(pod)
+        return [*argv, *self.spec.h2o_args], env
+
+    def _base_command(self, pod: Pod) -> tuple[list[str], dict[str, str]]:
+        seed = self.spec.env is EnvMode.SEED
         if self.spec.impl is Impl.OURS:
+            if seed:
+                return seed_command(pod), seed_environment(pod, self.jar)
             env = ours_environment(pod, self.jar, self.cloud, self.spec.size)
             return ours_command(pod), env
+        if seed:
+            # The same four variables from the manifest, in the JVM's own environment.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            env |= seed_manifest().pod_env(pod.ip)
+            return reference_command(pod, self.jar, self.cloud), env
         return reference_command(pod, self.jar, self.cloud), reference_environment(self.spec.size)
 
     @staticmethod
@@ -565,8 +708,10 @@ class Cluster:
             self._late.cancel()
         for poller in self.pollers:
             poller.halt()
-        for poller in self.pollers:
-            poller.join(5)
+        for prober in self.probers:
+            prober.halt()
+        for thread in [*self.pollers, *self.probers]:
+            thread.join(5)
 
     def failure(self) -> str | None:
         """Why the run cannot go on (a pod's process exited), with its log's tail; else None."""
