@@ -111,6 +111,8 @@ class Entrypoint:
         #: Ends the lookup when an early-started JVM dies while it waits for its peers.
         self.early_exit_watch: asyncio.Task[None] | None = None
         self.cloud_lost = False
+        #: The full cloud did not form in time (``formation_timeout``): exit 69.
+        self.formation_failed = False
         #: How to call H2O's REST API (``rest_security.py``); ``None``: plain HTTP, no login.
         self.access: RestAccess | None = None
         #: True while an early-started JVM waits for its peers on the flatfile pipe.
@@ -401,21 +403,53 @@ class Entrypoint:
             watch_node(self.state, self.access, context_path=self.h2o_args.context_path),
             name="watch-node",
         )
+        deadline = asyncio.create_task(self._formation_deadline(), name="formation-deadline")
         try:
             status = await self._jvm_exit(watching)
             if self.shutdown is not None:
                 status = await self.shutdown
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            for task in (deadline, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         # Whatever the JVM left running goes with it: its process group, as under tini -g, and
         # anything that left the group and was handed to us as the subreaper.
         self.supervisor.forward(signal.SIGKILL)
         self.supervisor.kill_adopted()
         self.state.phase = Phase.EXITED
         self.state.exit_status = status
-        return exit_codes.CLOUD_LOST if self.cloud_lost else status
+        if self.cloud_lost:
+            return exit_codes.CLOUD_LOST
+        return exit_codes.LOOKUP_FAILED if self.formation_failed else status
+
+    async def _formation_deadline(self) -> None:
+        """Stop H2O when the full cloud has not formed in time (``formation_timeout``)."""
+        timeout = self.settings.probe.formation_timeout
+        if timeout is None:
+            return
+        await asyncio.sleep(timeout)
+        if self.state.phase is not Phase.FORMING or self.shutdown is not None:
+            return
+        cloud = self.state.cloud
+        view = (
+            "the local H2O node does not answer"
+            if cloud is None
+            else f"the local H2O node reports a cloud of {cloud.cloud_size} "
+            f"({' '.join(cloud.members) or 'no member'}), consensus {cloud.consensus}"
+        )
+        log.error(
+            "no cloud of %d formed within %gs of starting H2O (H2O_CLOUD_FORMATION_TIMEOUT): %s; "
+            "H2O takes no node in once a smaller cloud formed (a jar of another build, a node "
+            "too late), so H2O is stopped and the pod restarts",
+            self.state.expected_size,
+            timeout,
+            view,
+        )
+        self.formation_failed = True
+        self.state.phase = Phase.STOPPING
+        grace = self.settings.launch.shutdown_grace
+        self.shutdown = asyncio.create_task(self.supervisor.terminate(grace, signal.SIGTERM))
 
     async def _jvm_exit(self, watching: asyncio.Task[None]) -> int:
         """The JVM's exit status; raises what ended the watcher if it crashed first."""

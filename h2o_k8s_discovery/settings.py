@@ -151,6 +151,10 @@ class LaunchSettings:
     early_start: bool | None = None
 
 
+#: ``ProbeSettings.formation_timeout``'s default (typed, so that the parser may give ``None``).
+_DEFAULT_FORMATION_TIMEOUT: float | None = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeSettings:
     """The HTTP server that answers Kubernetes' probes."""
@@ -170,6 +174,13 @@ class ProbeSettings:
     #: heartbeats every second), so H2O itself gives a node 60 s before it calls it unhealthy;
     #: anything shorter would end clouds that H2O keeps, e.g. through a long GC pause.
     cloud_loss_timeout: float = 60.0
+    #: Seconds from giving the JVM its peers until the full cloud must have formed, else H2O is
+    #: stopped and ``run`` exits 69 so the pod restarts; ``None`` (0): no deadline. H2O never
+    #: takes a node in once a smaller cloud has formed (a jar of another build turned away, a
+    #: node that came too late), and those nodes would wait, not Ready, until replaced. Normal
+    #: formation takes seconds (under 2 minutes on an overloaded 2-core machine): 300 s leaves
+    #: room for slow starts.
+    formation_timeout: float | None = _DEFAULT_FORMATION_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +228,11 @@ class Settings:
             ready_until_formed=reader.get("H2O_READY_UNTIL_FORMED", True, _boolean),
             exit_on_cloud_loss=reader.get("H2O_EXIT_ON_CLOUD_LOSS", True, _boolean),
             cloud_loss_timeout=reader.get("H2O_CLOUD_LOSS_TIMEOUT", 60.0, _seconds(1, 3600)),
+            formation_timeout=reader.get(
+                "H2O_CLOUD_FORMATION_TIMEOUT",
+                _DEFAULT_FORMATION_TIMEOUT,
+                _seconds_or_none(0, 86400),
+            ),
         )
         log_level = reader.get("H2O_DISCOVERY_LOG_LEVEL", "INFO", _log_level)
         lookup = _settle_ip_family(reader, lookup, launch.pod_ip)
@@ -388,6 +404,17 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
         if not low <= value <= high:
             raise ValueError(f"out of range; {expected}")
         return value
+
+    return parse
+
+
+def _seconds_or_none(low: float, high: float) -> Callable[[str], float | None]:
+    """Seconds as ``_seconds``; 0 means none (no deadline)."""
+    seconds = _seconds(low, high)
+
+    def parse(raw: str) -> float | None:
+        value = seconds(raw)
+        return value if value > 0 else None
 
     return parse
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from h2o_k8s_discovery import exit_codes
 from tests.reliability.conftest import Launch
 from tests.reliability.support import (
     NOBODY,
@@ -168,4 +169,17 @@ def test_frozen_jvm_turns_unready_and_is_killed_after_the_grace(launch: Launch) 
     pod.signal(signal.SIGTERM)
     assert pod.wait() == 137
     assert pod.java_signals() == []  # it never ran again to see the SIGTERM
+    pod.assert_clean_exit()
+
+
+def test_a_cloud_that_never_forms_stops_at_the_formation_deadline(launch: Launch) -> None:
+    """A JVM that never reports the full cloud: at ``H2O_CLOUD_FORMATION_TIMEOUT`` H2O is stopped
+    (SIGTERM, then its own exit) and ``run`` exits 69 naming the setting, leaving nothing."""
+    pod = launch("trap", env={"H2O_CLOUD_FORMATION_TIMEOUT": "1"}, pid_namespace=True)
+    wait_for(pod.java_started, 20, "the stand-in JVM")
+    assert pod.wait() == exit_codes.LOOKUP_FAILED
+    log = pod.log()
+    assert "no cloud of 1 formed within 1s of starting H2O (H2O_CLOUD_FORMATION_TIMEOUT)" in log
+    assert "the local H2O node does not answer" in log
+    assert pod.java_signals() == ["SIGTERM"]
     pod.assert_clean_exit()

@@ -93,6 +93,7 @@ KINDS = {
     "H2O_NODE_LOOKUP_AGREEMENT": "boolean",
     "H2O_EXIT_ON_CLOUD_LOSS": "boolean",
     "H2O_CLOUD_LOSS_TIMEOUT": "positive_seconds",
+    "H2O_CLOUD_FORMATION_TIMEOUT": "seconds_or_none",
     "H2O_JVM_EARLY_START": "boolean_or_auto",
     "POD_IP": "ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
@@ -127,6 +128,7 @@ FIELDS = {
     "H2O_NODE_LOOKUP_AGREEMENT": "lookup.agreement",
     "H2O_EXIT_ON_CLOUD_LOSS": "probe.exit_on_cloud_loss",
     "H2O_CLOUD_LOSS_TIMEOUT": "probe.cloud_loss_timeout",
+    "H2O_CLOUD_FORMATION_TIMEOUT": "probe.formation_timeout",
     "H2O_JVM_EARLY_START": "launch.early_start",
     "POD_IP": "launch.pod_ip",
     "H2O_DISCOVERY_LOG_LEVEL": "log_level",
@@ -295,6 +297,7 @@ NEAR_VALID: dict[str, Callable[[tuple[str, int] | None], st.SearchStrategy[str]]
     "count": lambda _: padded(st.integers(min_value=-5, max_value=10**13).map(str)),
     "port": lambda _: padded(st.integers(min_value=-5, max_value=70000).map(str)),
     "seconds": lambda _: padded(SECONDS),
+    "seconds_or_none": lambda _: padded(SECONDS),
     "positive_seconds": lambda _: padded(SECONDS),
     "record_type": lambda _: padded(mixed_case(("A", "SRV", "AAAA", "MX"))),
     "ip_family": lambda _: padded(mixed_case(("auto", "ipv4", "ipv6", "dual", "inet6", "v4"))),
@@ -351,6 +354,11 @@ def _port(raw: str, value: Any) -> None:
 def _seconds(raw: str, value: Any) -> None:
     assert _ASCII_DECIMAL.fullmatch(raw), "only plain decimal seconds"
     assert value == float(raw) >= 0
+
+
+def _seconds_or_none(raw: str, value: Any) -> None:
+    assert _ASCII_DECIMAL.fullmatch(raw), "only plain decimal seconds"
+    assert value == (float(raw) or None)
 
 
 def _positive_seconds(raw: str, value: Any) -> None:
@@ -429,6 +437,7 @@ ACCEPTED: dict[str, Callable[[str, Any], None]] = {
     "count": _count,
     "port": _port,
     "seconds": _seconds,
+    "seconds_or_none": _seconds_or_none,
     "positive_seconds": _positive_seconds,
     "record_type": _record_type,
     "ip_family": _ip_family,
