@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 #: H2O's default when neither the timeout nor the expected count is set.
 DEFAULT_LOOKUP_TIMEOUT = 180.0
+#: Seconds between polls while the peers are incomplete (``LookupSettings.poll_interval``).
+DEFAULT_POLL_INTERVAL = 0.25
 
 #: Variables that make an h2o.jar >= 3.30 run its own discovery; never pass them to the JVM.
 H2O_K8S_VARIABLES = (
@@ -92,8 +94,12 @@ class LookupSettings:
     expected_count: int | None = None
     #: The H2O port written into the flatfile for A/AAAA peers (SRV records carry their own).
     h2o_port: int = 54321
-    #: Seconds between two polls while the peer set is incomplete.
-    poll_interval: float = 1.0
+    #: Seconds between two polls while the peer set is incomplete (and the first backoff step
+    #: after an error). A quarter second, not H2O's one: behind a Service without
+    #: ``publishNotReadyAddresses`` pods appear in DNS only as they turn Ready, and the wait
+    #: for the next poll is then on every pod's path to a cloud; four queries a second per
+    #: pod, for the seconds a lookup lasts, are nothing to a cluster DNS.
+    poll_interval: float = DEFAULT_POLL_INTERVAL
     record_type: RecordType = RecordType.A
     #: Only this family's address records are asked for and kept, so a pod of a dual-stack
     #: Service (an A and an AAAA record each) is one peer, not two. ``AUTO`` is settled from
@@ -261,7 +267,9 @@ def _read_lookup(reader: _EnvReader) -> LookupSettings:
         timeout=_h2o_timeout_rule(timeout, expected),
         expected_count=expected,
         h2o_port=reader.get("H2O_PORT", 54321, _h2o_port),
-        poll_interval=reader.get("H2O_DNS_POLL_INTERVAL", 1.0, _seconds(0.01, 3600)),
+        poll_interval=reader.get(
+            "H2O_DNS_POLL_INTERVAL", DEFAULT_POLL_INTERVAL, _seconds(0.01, 3600)
+        ),
         record_type=reader.get("H2O_DNS_RECORD_TYPE", RecordType.A, _record_type),
         ip_family=reader.get("H2O_DNS_IP_FAMILY", IpFamily.AUTO, _ip_family),
         nameserver=reader.get("H2O_DNS_NAMESERVER", None, _nameserver),
