@@ -197,6 +197,14 @@ async def test_no_credentials_says_to_set_them(
     assert state.readiness() == UNAVAILABLE
 
 
+#: Python 3.11's asyncio leaves the socket of a TLS connection that the test's cancellation
+#: interrupts mid-handshake to the garbage collector; the watcher is only cancelled at shutdown.
+UNCLOSED_HANDSHAKE = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@UNCLOSED_HANDSHAKE
 async def test_a_wrong_ca_is_one_error_and_not_ready(
     secured: Secured, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -215,6 +223,7 @@ async def test_a_wrong_ca_is_one_error_and_not_ready(
     assert state.describe()["rest_problem"] == errors[0]
 
 
+@UNCLOSED_HANDSHAKE
 async def test_the_certificate_must_name_the_address_called(
     secured: Secured, caplog: pytest.LogCaptureFixture
 ) -> None:

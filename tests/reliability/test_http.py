@@ -206,7 +206,7 @@ async def test_slowloris_connections(launch: Launch) -> None:
             for writer in writers:
                 writer.write(b"X-Slow-%d: %s\r\n" % (round_number, b"z" * 100))
             code, took = await kubelet_probe(pod.api_port)
-            assert code == 200, f"round {round_number}"
+            assert code == 200, f"round {round_number}: {pod.status()}\n{pod.log()[-3000:]}"
             assert took < 1.0
             await asyncio.sleep(0.3)  # the attacker's pace, not a synchronisation
         assert proc_status_kib(pod.pid(), "VmRSS") < MEMORY_LIMIT_KIB

@@ -221,5 +221,5 @@ def test_ipv6_killed_member_is_detected(cloud: Cloud) -> None:
     grace = cloud.settings.launch.shutdown_grace
     assert leader_process.wait(timeout=grace + 10) == exit_codes.CLOUD_LOST, cloud.logs()
     log = cloud.log(leader)
-    assert f"member(s) not reachable any more: {cloud.peer(follower)}" in log
+    assert f"member(s) lost: {cloud.peer(follower)}" in log
     cloud.stop_all()
