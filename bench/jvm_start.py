@@ -6,12 +6,12 @@ instant, one per simulated pod) until (a) its REST API first answers
 and ``consensus == true``; a run's value is its slowest pod's. Also, once the cloud has formed:
 the bytes in each pod's ``java.io.tmpdir`` (the ~157 MB of XGBoost libraries H2O copies out of
 the jar on every start unless it finds them on ``java.library.path``) and the ``VmRSS`` of one
-pod's JVM. Three variants: *plain* (no extra option, as H2O's stock image starts it); *start-up
-cache* (``-Djava.library.path=<cache>/native:...``, the options ``startup_options`` gives
-``run``); *cache + CDS archive* (that plus ``-XX:SharedArchiveFile=`` of an archive recorded
-here from one idle start, as the cache once shipped it: not shipped any more, because H2O then
-binds ``POST /4/sessions`` to the wrong method and the first session kills the cloud; measured
-to show what dropping it costs).
+pod's JVM. Four variants: *plain* (no extra option, as H2O's stock image starts it); *native
+libraries only* (``-Djava.library.path=<cache>/native:...``); *start-up cache* (that and
+``-XX:SharedArchiveFile=`` of the cache's proven class archive: the options ``startup_options``
+gives ``run``); *libraries + archive recorded at exit* (a dynamic archive recorded here from one
+idle start, as the cache once shipped it: H2O then binds ``POST /4/sessions`` to the wrong
+method and the first session kills the cloud; measured for comparison, never shipped).
 
 How: every run builds fresh pods (``tests.pods``: network namespaces, own tmpdir and ice_root),
 a static flatfile listing the three pods' ``<ip>:54321`` and a new cloud name, starts the three
@@ -69,19 +69,29 @@ POLL = 0.05
 DEADLINE = 120.0
 HTTP_TIMEOUT = 1.0
 PLAIN = "plain"
-VARIANTS = (PLAIN, "start-up cache", "cache + CDS archive (not shipped)")
+VARIANTS = (
+    PLAIN,
+    "native libraries only",
+    "start-up cache (libraries + proven archive)",
+    "libraries + archive recorded at exit (not shipped)",
+)
 
 
 # --- variants ------------------------------------------------------------------------------------
 
 
-def variant_options(cache: StartupCache, archive: Path) -> dict[str, list[str]]:
+def variant_options(cache: StartupCache, jar: Path, unproven: Path) -> dict[str, list[str]]:
     """The extra JVM options of each variant, from the very function ``run`` uses."""
-    options, notes = startup_options(cache, (), os.environ)
-    if not options:
+    options, notes = startup_options(cache, jar, (), os.environ)
+    if len(options) != 2:
         raise SystemExit(f"the start-up cache {cache.directory} is incomplete: {notes}")
-    archived = [*options, f"-XX:SharedArchiveFile={archive}"]
-    return {VARIANTS[0]: [], VARIANTS[1]: options, VARIANTS[2]: archived}
+    libraries = options[:1]
+    return {
+        VARIANTS[0]: [],
+        VARIANTS[1]: libraries,
+        VARIANTS[2]: options,
+        VARIANTS[3]: [*libraries, f"-XX:SharedArchiveFile={unproven}"],
+    }
 
 
 def warm(paths: Sequence[Path]) -> None:
@@ -300,10 +310,11 @@ def main() -> None:
     jar = h2o_jar()
     cache = ensure_startup_cache(jar, default_startup_cache(jar), progress=progress)
     with tempfile.TemporaryDirectory(prefix="h2o-cds-") as scratch:
-        progress("recording a CDS archive from one idle start of H2O (not shipped)")
-        archive = record_cds_archive(jar, Path(scratch), startup_options(cache, (), {})[0])
-        options = variant_options(cache, archive)
-        warm([jar, archive, cache.native_dir])
+        progress("recording a CDS archive at the exit of one idle start of H2O (not shipped)")
+        libraries = startup_options(cache, jar, (), {})[0][:1]
+        unproven = record_cds_archive(jar, Path(scratch), libraries)
+        options = variant_options(cache, jar, unproven)
+        warm([jar, unproven, cache.directory])
         runs = run_all(jar, options, runs_each)
     each = f"{runs_each} run{'s' if runs_each != 1 else ''} each"
     print(f"## JVM start-up: {SIZE} H2O JVMs (-Xmx{XMX}) started at once, {each}\n")

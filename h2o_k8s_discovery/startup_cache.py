@@ -1,21 +1,20 @@
-"""A per-jar cache that lets the H2O JVM start sooner: the jar's native libraries, unpacked once.
+"""A per-jar cache that lets the H2O JVM start sooner: native libraries and a class archive.
 
 H2O's XGBoost extension copies ~157 MB of native libraries out of the jar into
 ``java.io.tmpdir`` on every start (and leaves them behind when the JVM is killed, filling a
 crash-looping pod's ``/tmp``), unless ``System.loadLibrary`` finds them on ``java.library.path``
-first. ``startup_prepare`` unpacks them once (at image build time, or by ``make jar``); ``run``
-puts that directory first on ``java.library.path`` when the cache was made for this very jar.
+first. ``startup_prepare`` unpacks them once (at image build time, or by ``make jar``) and writes
+a class-data-sharing archive of the classes an H2O start loads (``class_archive``); ``run`` puts
+the libraries first on ``java.library.path`` and maps the archive, when the cache was made for
+this very jar.
 
-The non-obvious decision: no class-data-sharing (CDS) archive, although one saves another 1-2 s.
-H2O binds each REST route to the first public method named ``exec`` (or the handler's name) in
-``Class.getMethods()`` whose second parameter is a ``Schema``; a handler such as
-``RapidsHandler$StartSession4`` (``POST /4/sessions``) has two, its own and the compiler's
-bridge ``exec(int, Schema)``. ``getMethods()`` promises no order, and classes mapped from an
-archive list their methods in another order than classes parsed from the jar, so with the
-archive the bridge wins, H2O tries to instantiate the abstract ``Schema``, and ``H2O.fail`` kills
-every JVM of the cloud. No recording run can make that order safe, so the archive is not made;
-``JAVA_OPTS`` that bring one are warned about. The libraries are the jar's own bytes: using them
-changes nothing H2O computes.
+The non-obvious decision: the archive is used only as ``prepare-jvm`` proved it. A cache of an
+older format (whose archive was recorded at exit and never proved: it binds ``POST /4/sessions``
+to the wrong method and the first session kills the cloud) is refused, and so is the archive
+when the jar is not at the path, size and modification second the archive was written for (the
+JVM would silently start without it); an archive that ``JAVA_OPTS`` bring is warned about,
+because nothing proved it. The libraries are the jar's own bytes: using them changes nothing H2O
+computes.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from h2o_k8s_discovery.class_archive import ARCHIVE_FILE, ArchivedJar, mismatch
 from h2o_k8s_discovery.errors import NotAJarError, StartupCacheError
 from h2o_k8s_discovery.jar_identity import JarIdentity
 
@@ -33,13 +33,16 @@ log = logging.getLogger(__name__)
 
 NATIVE_DIR = "native"
 MANIFEST = "manifest.json"
-#: The manifest's layout; a cache of another format (one with a CDS archive) is refused.
-FORMAT = 2
+#: The manifest's layout; a cache of another format (1: an archive recorded at exit and never
+#: proved; 2: libraries only) is refused, so that it is prepared anew.
+FORMAT = 3
 #: java.library.path's built-in default on 64-bit Linux (after $LD_LIBRARY_PATH): kept behind
 #: ours so that libraries found there before are still found.
 _DEFAULT_LIBRARY_PATH = ("/usr/java/packages/lib", "/usr/lib64", "/lib64", "/lib", "/usr/lib")
 #: Options that make the JVM map a CDS archive other than the JDK's own.
 _CDS_ARCHIVE_OPTIONS = ("-XX:SharedArchiveFile=", "-XX:ArchiveClassesAtExit=")
+#: Options by which JAVA_OPTS decide class sharing themselves.
+_CLASS_SHARING_OPTIONS = (*_CDS_ARCHIVE_OPTIONS, "-Xshare:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +50,52 @@ class StartupCache:
     """A prepared cache directory; its libraries may be missing (none for this CPU)."""
 
     directory: Path
+    #: The jar the class archive was written for; None when the cache holds no archive.
+    archived_jar: ArchivedJar | None = None
 
     @property
     def native_dir(self) -> Path:
         return self.directory / NATIVE_DIR
 
     @property
+    def class_archive(self) -> Path:
+        return self.directory / ARCHIVE_FILE
+
+    @property
     def manifest(self) -> Path:
         return self.directory / MANIFEST
 
 
-def manifest_for(identity: JarIdentity, java: str, libraries: Sequence[str]) -> str:
+@dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """What the manifest says of the class archive: the jar it is for and the routes proven, or
+    why there is none."""
+
+    jar: ArchivedJar | None
+    routes_proven: int = 0
+    missing_because: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        if self.jar is None:
+            return {"file": None, "missing_because": self.missing_because}
+        return {
+            "file": ARCHIVE_FILE,
+            "jar": self.jar.to_json(),
+            "routes_proven": self.routes_proven,
+        }
+
+
+def manifest_for(
+    identity: JarIdentity, java: str, libraries: Sequence[str], archive: ArchiveRecord
+) -> str:
     """The manifest text ``prepare-jvm`` writes; the JDK is recorded for people, not checked
-    (native libraries do not depend on it)."""
+    (the JVM itself refuses an archive of another JDK, and native libraries do not depend on it)."""
     manifest = {
         "format": FORMAT,
         "jar": identity.to_json(),
         "java": java,
         "native_libraries": list(libraries),
+        "class_archive": archive.to_json(),
     }
     return json.dumps(manifest, indent=2) + "\n"
 
@@ -80,6 +111,7 @@ def open_startup_cache(directory: Path, jar: Path) -> StartupCache:
                 f"for {jar}"
             )
         made_for = JarIdentity.from_json(recorded.get("jar"))
+        archived_jar = _archived_jar(recorded.get("class_archive"))
     except FileNotFoundError:
         raise StartupCacheError(f"no JVM start-up cache in {directory}") from None
     except (OSError, ValueError, TypeError) as err:
@@ -91,7 +123,15 @@ def open_startup_cache(directory: Path, jar: Path) -> StartupCache:
             f"({made_for.size} bytes, central directory {made_for.directory_digest[:12]}); "
             f"prepare it again for {jar}"
         )
-    return cache
+    return StartupCache(directory, archived_jar)
+
+
+def _archived_jar(record: object) -> ArchivedJar | None:
+    if not isinstance(record, dict):
+        raise TypeError("the manifest has no class_archive object")
+    if record.get("file") is None:
+        return None
+    return ArchivedJar.from_json(record.get("jar"))
 
 
 def identify_jar(jar: Path) -> JarIdentity:
@@ -105,14 +145,44 @@ def identify_jar(jar: Path) -> JarIdentity:
 
 
 def startup_options(
-    cache: StartupCache, java_opts: Sequence[str], env: Mapping[str, str]
+    cache: StartupCache, jar: Path, java_opts: Sequence[str], env: Mapping[str, str]
 ) -> tuple[list[str], list[str]]:
     """The JVM options ``cache`` contributes, and a note for each part left out (and why)."""
+    options: list[str] = []
+    notes: list[str] = []
+    for option, note in (
+        _library_option(cache, java_opts, env),
+        _archive_option(cache, jar, java_opts),
+    ):
+        options += [option] if option else []
+        notes += [note] if note else []
+    return options, notes
+
+
+def _library_option(
+    cache: StartupCache, java_opts: Sequence[str], env: Mapping[str, str]
+) -> tuple[str | None, str | None]:
     if any(opt.startswith("-Djava.library.path=") for opt in java_opts):
-        return [], ["JAVA_OPTS sets java.library.path: the cached libraries are not used"]
+        return None, "JAVA_OPTS sets java.library.path: the cached libraries are not used"
     if not cache.native_dir.is_dir():
-        return [], ["the cache holds no native libraries (none for this platform)"]
-    return ["-Djava.library.path=" + library_path(cache.native_dir, env)], []
+        return None, "the cache holds no native libraries (none for this platform)"
+    return "-Djava.library.path=" + library_path(cache.native_dir, env), None
+
+
+def _archive_option(
+    cache: StartupCache, jar: Path, java_opts: Sequence[str]
+) -> tuple[str | None, str | None]:
+    if cache.archived_jar is None:
+        return None, "the cache holds no class archive (prepare-jvm said why)"
+    if any(opt.startswith(_CLASS_SHARING_OPTIONS) for opt in java_opts):
+        return None, "JAVA_OPTS choose class sharing: the cached class archive is not used"
+    if not cache.class_archive.is_file():
+        return None, f"the cache's class archive {cache.class_archive} is missing"
+    why = mismatch(cache.archived_jar, jar)
+    if why is not None:
+        # The JVM would refuse it without a word; saying why here saves a hunt for lost seconds.
+        return None, f"the cached class archive is not used: {why}"
+    return f"-XX:SharedArchiveFile={cache.class_archive}", None
 
 
 def cached_startup_options(
@@ -137,7 +207,7 @@ def cached_startup_options(
             level, "%s; H2O starts without it (prepare one: h2o-k8s-discovery prepare-jvm)", err
         )
         return []
-    options, notes = startup_options(cache, java_opts, env)
+    options, notes = startup_options(cache, jar, java_opts, env)
     for note in notes:
         log.info("%s", note)
     log.info(
@@ -150,13 +220,14 @@ def cached_startup_options(
 
 
 def warn_about_cds_archive(java_opts: Sequence[str]) -> None:
-    """A CDS archive of H2O's classes in ``JAVA_OPTS`` can kill the cloud (module docstring)."""
+    """A CDS archive of H2O's classes in ``JAVA_OPTS`` can kill the cloud (``class_archive``)."""
     chosen = [opt for opt in java_opts if opt.startswith(_CDS_ARCHIVE_OPTIONS)]
     if chosen:
         log.warning(
-            "JAVA_OPTS maps a class-data-sharing archive (%s): H2O then binds some REST routes "
-            "to the wrong handler method, and the first POST /4/sessions (H2O's Python client "
-            "sends it) kills the whole cloud; remove the option",
+            "JAVA_OPTS maps a class-data-sharing archive (%s) that prepare-jvm did not prove: "
+            "with an archive H2O can bind REST routes to the wrong handler method, and then "
+            "the first POST /4/sessions (H2O's Python client sends it) kills the whole cloud; "
+            "remove the option (the start-up cache brings a proven archive)",
             chosen[-1],
         )
 

@@ -80,6 +80,7 @@ def test_client_session_on_pods_started_by_run(pods_cluster: Cluster) -> None:
     leader = cluster.pods[first.leader]
     urls = [f"http://{pod.ip}:54321" for pod in cluster.pods]
     assert "-Djava.library.path=" in entrypoint_logs(cluster), "start-up cache not used"
+    assert "-XX:SharedArchiveFile=" in entrypoint_logs(cluster), "class archive not used"
 
     def check(step: str) -> None:
         assert_whole(urls, processes, entrypoint_logs(cluster))

@@ -1,5 +1,7 @@
-"""Every parameterless REST route of a real H2O JVM, with and without the start-up cache: none
-may kill it. The CDS archive the cache once held is the negative control: it does kill H2O."""
+"""Every parameterless REST route of a real H2O JVM, with and without the start-up cache (its
+proven class archive included): none may kill it. The archive the cache once held, recorded at
+exit and never proven, is the negative control: it does kill H2O, and prepare-jvm's proof
+refuses it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from h2o_k8s_discovery.archive_proof import h2o_routes
+from h2o_k8s_discovery.errors import StartupCacheError
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from h2o_k8s_discovery.startup_cache import startup_options
 from h2o_k8s_discovery.startup_prepare import prepare_startup_cache
@@ -27,11 +31,24 @@ def jar() -> Path:
 
 @pytest.fixture(scope="module")
 def cache_options(jar: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The options ``run`` adds from a freshly prepared start-up cache."""
+    """The options ``run`` adds from a freshly prepared start-up cache: libraries and archive."""
     cache = prepare_startup_cache(jar, tmp_path_factory.mktemp("cache") / "h2o.jar.startup")
-    options, notes = startup_options(cache, (), {})
-    assert options, notes
+    options, notes = startup_options(cache, jar, (), {})
+    assert [opt.partition("=")[0] for opt in options] == [
+        "-Djava.library.path",
+        "-XX:SharedArchiveFile",
+    ], notes
     return options
+
+
+@pytest.fixture(scope="module")
+def unproven_archive(
+    jar: Path, cache_options: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str]]:
+    """The dynamic archive the cache once shipped, recorded at exit, and the options (the cached
+    libraries) it was recorded with."""
+    libraries = [opt for opt in cache_options if opt.startswith("-Djava.library.path=")]
+    return record_cds_archive(jar, tmp_path_factory.mktemp("unproven"), libraries), libraries
 
 
 def parameterless_get_routes(node: BareH2O) -> list[str]:
@@ -84,16 +101,27 @@ def test_no_route_kills_h2o(
 
 
 def test_the_cds_archive_once_shipped_kills_h2o_on_a_new_session(
-    jar: Path, cache_options: list[str], tmp_path: Path
+    jar: Path, unproven_archive: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
-    """With a CDS archive recorded from an idle start, H2O binds POST /4/sessions to the bridge
-    method and the first session kills the JVM: why the cache holds no archive."""
-    archive = record_cds_archive(jar, tmp_path, cache_options)
+    """With a CDS archive recorded at the exit of an idle start, H2O binds POST /4/sessions to
+    the bridge method and the first session kills the JVM: why an archive must be proven."""
+    archive, libraries = unproven_archive
     with BareH2O(
-        jar, tmp_path / "archived", [*cache_options, f"-XX:SharedArchiveFile={archive}"]
+        jar, tmp_path / "archived", [*libraries, f"-XX:SharedArchiveFile={archive}"]
     ) as node:
         node.wait_ready()
         node.request("POST", "/4/sessions")
         assert node.process is not None
         assert node.process.wait(60) != 0
         assert FAILED_SCHEMA in node.log_text()
+
+
+def test_the_proof_refuses_the_archive_once_shipped(
+    jar: Path, unproven_archive: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """prepare-jvm's proof, H2O's route table read on the archive, does not pass that archive:
+    H2O dies answering it (the route table instantiates every route's schemas)."""
+    archive, libraries = unproven_archive
+    with pytest.raises(StartupCacheError, match="exited with status") as refused:
+        h2o_routes(jar, tmp_path, "java", [*libraries, f"-XX:SharedArchiveFile={archive}"])
+    assert "Failed to instantiate schema" in str(refused.value)

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from h2o_k8s_discovery.archive_proof import compare_routes, parse_routes
+from h2o_k8s_discovery.class_archive import ArchivedJar
 from h2o_k8s_discovery.errors import NotAJarError, StartupCacheError
 from h2o_k8s_discovery.jar_identity import JarIdentity
 from h2o_k8s_discovery.jvm import jvm_command
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.settings import LaunchSettings, default_startup_cache
 from h2o_k8s_discovery.startup_cache import (
+    ArchiveRecord,
     StartupCache,
     cached_startup_options,
     manifest_for,
@@ -35,10 +38,14 @@ def make_jar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def make_cache(directory: Path, jar: Path, *, native: bool = True) -> Path:
+def make_cache(directory: Path, jar: Path, *, native: bool = True, archive: bool = True) -> Path:
     """A cache directory as prepare-jvm leaves it, recorded for ``jar``."""
     directory.mkdir()
-    (directory / "manifest.json").write_text(manifest_for(JarIdentity.of(jar), "java", []))
+    record = ArchiveRecord(None, missing_because="H2O exited")
+    if archive:
+        (directory / "classes.jsa").write_bytes(b"archive")
+        record = ArchiveRecord(ArchivedJar.of(jar), routes_proven=295)
+    (directory / "manifest.json").write_text(manifest_for(JarIdentity.of(jar), "java", [], record))
     if native:
         (directory / "native").mkdir()
     return directory
@@ -55,33 +62,91 @@ def test_default_cache_sits_next_to_the_jar() -> None:
     assert default_startup_cache(Path("/")) == Path("/.startup")
 
 
-def test_a_cache_for_this_jar_adds_the_libraries(jar: Path) -> None:
-    """The cached libraries are searched first and the usual places after; nothing else."""
+def test_a_cache_for_this_jar_adds_the_libraries_and_the_archive(jar: Path) -> None:
+    """The cached libraries are searched first and the usual places after, and the class
+    archive is mapped; nothing else."""
     cache = open_startup_cache(make_cache(jar.parent / "c", jar), jar)
-    options, notes = startup_options(cache, (), {"LD_LIBRARY_PATH": "/opt/cuda/lib64::"})
+    options, notes = startup_options(cache, jar, (), {"LD_LIBRARY_PATH": "/opt/cuda/lib64::"})
     assert options == [
         f"-Djava.library.path={cache.native_dir}:/opt/cuda/lib64:"
         "/usr/java/packages/lib:/usr/lib64:/lib64:/lib:/usr/lib",
+        f"-XX:SharedArchiveFile={cache.directory / 'classes.jsa'}",
     ]
     assert notes == []
 
 
 def test_java_opts_of_the_user_win(jar: Path) -> None:
-    """A user's own library path is kept, and the skip is noted."""
+    """A user's own library path is kept, and the skip is noted; the archive is still used."""
     cache = open_startup_cache(make_cache(jar.parent / "c", jar), jar)
-    options, notes = startup_options(cache, ("-Djava.library.path=/mine",), {})
-    assert options == []
+    options, notes = startup_options(cache, jar, ("-Djava.library.path=/mine",), {})
+    assert [opt.partition("=")[0] for opt in options] == ["-XX:SharedArchiveFile"]
     assert len(notes) == 1
     assert "java.library.path" in notes[0]
 
 
-def test_a_cache_without_libraries_adds_nothing(jar: Path) -> None:
-    """A cache without libraries (another CPU) adds no option, and says why."""
-    cache = open_startup_cache(make_cache(jar.parent / "c", jar, native=False), jar)
-    assert startup_options(cache, (), {}) == (
+@pytest.mark.parametrize("opt", ["-Xshare:off", "-XX:SharedArchiveFile=/mine.jsa"])
+def test_java_opts_that_choose_class_sharing_win(jar: Path, opt: str) -> None:
+    """JAVA_OPTS that turn class sharing off or bring their own archive: ours is left out."""
+    cache = open_startup_cache(make_cache(jar.parent / "c", jar), jar)
+    options, notes = startup_options(cache, jar, (opt,), {})
+    assert [o.partition("=")[0] for o in options] == ["-Djava.library.path"]
+    assert notes == ["JAVA_OPTS choose class sharing: the cached class archive is not used"]
+
+
+def test_a_cache_without_libraries_or_archive_adds_nothing(jar: Path) -> None:
+    """A cache without libraries (another CPU) nor archive adds no option, and says why."""
+    cache = open_startup_cache(make_cache(jar.parent / "c", jar, native=False, archive=False), jar)
+    assert startup_options(cache, jar, (), {}) == (
         [],
-        ["the cache holds no native libraries (none for this platform)"],
+        [
+            "the cache holds no native libraries (none for this platform)",
+            "the cache holds no class archive (prepare-jvm said why)",
+        ],
     )
+
+
+def test_the_archive_is_left_out_for_a_jar_the_jvm_would_refuse_it_for(jar: Path) -> None:
+    """The same bytes at another path, or with another modification second: the JVM would not
+    map the archive (and say nothing), so it is not passed, with the reason."""
+    cache = open_startup_cache(make_cache(jar.parent / "c", jar), jar)
+    moved = jar.parent / "elsewhere.jar"
+    moved.write_bytes(jar.read_bytes())
+    _, notes = startup_options(cache, moved, (), {})
+    assert notes == [
+        f"the cached class archive is not used: it was written for the jar at "
+        f"{os.path.realpath(jar)}, this one is at {os.path.realpath(moved)}"
+    ]
+    stat = jar.stat()
+    os.utime(jar, (stat.st_atime, stat.st_mtime + 2))
+    _, notes = startup_options(cache, jar, (), {})
+    assert notes == [
+        f"the cached class archive is not used: {jar} has another size or modification time "
+        "than when it was written"
+    ]
+    link = jar.parent / "link.jar"
+    link.symlink_to(jar)
+    os.utime(jar, (stat.st_atime, stat.st_mtime))
+    assert startup_options(cache, link, (), {})[1] == []
+
+
+def test_a_route_bound_otherwise_refuses_the_archive() -> None:
+    """One route bound to another method (the bridge's Schema) is enough, and is named."""
+    sessions = ("POST", "/4/sessions", "RapidsHandler$StartSession4", "exec")
+    expected = [
+        (*sessions, "InputSchemaV4", "SessionIdV4"),
+        ("GET", "/3/Cloud", "C", "s", "I", "O"),
+    ]
+    archived = [(*sessions, "Schema", "Schema"), ("GET", "/3/Cloud", "C", "s", "I", "O")]
+    compare_routes(expected, list(expected))
+    with pytest.raises(StartupCacheError, match=r"2 route\(s\) otherwise.*POST /4/sessions"):
+        compare_routes(expected, archived)
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"routes": []}', b'{"routes": [{"url": 1}]}'])
+def test_an_unreadable_route_table_is_an_error(body: bytes) -> None:
+    """What H2O answers instead of a route table refuses the archive, never a traceback."""
+    with pytest.raises(StartupCacheError):
+        parse_routes(body)
 
 
 def test_a_cds_archive_in_java_opts_is_warned_about(
@@ -94,6 +159,7 @@ def test_a_cds_archive_in_java_opts_is_warned_about(
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "/opt/h2o.jsa" in warning.getMessage()
     assert "kills the whole cloud" in warning.getMessage()
+    assert "did not prove" in warning.getMessage()
 
 
 def test_the_identity_is_the_content_not_the_time_or_path(tmp_path: Path) -> None:
@@ -127,12 +193,17 @@ def test_what_is_not_a_jar_has_no_identity(tmp_path: Path, content: bytes) -> No
         JarIdentity.of(path)
 
 
-def test_a_cache_of_the_old_format_is_refused(jar: Path) -> None:
-    """A cache with a CDS archive, from before the format changed, is not used."""
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"jar": {"path": "/h2o.jar", "size": 1, "mtime_ns": 1}},  # an archive recorded at exit
+        {"format": 2, "jar": {}, "native_libraries": []},  # libraries only
+    ],
+)
+def test_a_cache_of_an_older_format_is_refused(jar: Path, manifest: dict[str, object]) -> None:
+    """A cache with an unproven archive, or of libraries only, is not used: prepared anew."""
     directory = make_cache(jar.parent / "c", jar)
-    (directory / "manifest.json").write_text(
-        json.dumps({"jar": {"path": str(jar), "size": 1, "mtime_ns": 1}})
-    )
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StartupCacheError, match="another format"):
         open_startup_cache(directory, jar)
 
@@ -147,7 +218,7 @@ def test_a_cache_made_for_another_jar_is_refused(jar: Path) -> None:
 
 @pytest.mark.parametrize(
     "manifest",
-    ["", "{", '{"format": 2}', '{"format": 2, "jar": {"size": 1}}', '{"format": 2, "jar": []}'],
+    ["", "{", '{"format": 3}', '{"format": 3, "jar": {"size": 1}}', '{"format": 3, "jar": []}'],
 )
 def test_an_unreadable_manifest_is_refused(jar: Path, manifest: str) -> None:
     """A damaged manifest is an error naming the cache, never a traceback."""
@@ -211,9 +282,13 @@ def test_native_libraries_are_unpacked_flat_and_only_for_this_platform(tmp_path:
 
 
 def test_cache_class_reports_its_parts(tmp_path: Path) -> None:
-    """The layout is one directory: native/ and manifest.json."""
+    """The layout is one directory: native/, classes.jsa and manifest.json."""
     cache = StartupCache(tmp_path)
-    assert (cache.native_dir.name, cache.manifest.name) == ("native", "manifest.json")
+    assert (cache.native_dir.name, cache.class_archive.name, cache.manifest.name) == (
+        "native",
+        "classes.jsa",
+        "manifest.json",
+    )
 
 
 def test_a_cache_path_the_kernel_refuses_is_only_logged(

@@ -50,16 +50,22 @@ def test_prepared_cache_is_accepted_and_skips_the_library_copy(tmp_path: Path) -
     cache_dir = tmp_path / "cache"
     done = prepare({"H2O_JAR": str(jar), "H2O_JVM_STARTUP_CACHE": str(cache_dir)})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["manifest.json", "native"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["classes.jsa", "manifest.json", "native"]
     manifest = json.loads((cache_dir / "manifest.json").read_text())
-    assert manifest["format"] == 2
+    assert manifest["format"] == 3
     assert manifest["jar"]["size"] == jar.stat().st_size
     assert "libxgboost4j_gpu.so" in manifest["native_libraries"]
+    assert manifest["class_archive"]["routes_proven"] >= 250
+    assert "class archive proven: H2O binds all" in done.stderr
 
-    options, _ = startup_options(open_startup_cache(cache_dir, jar), (), {})
-    assert [opt.partition("=")[0] for opt in options] == ["-Djava.library.path"]
+    options, _ = startup_options(open_startup_cache(cache_dir, jar), jar, (), {})
+    assert [opt.partition("=")[0] for opt in options] == [
+        "-Djava.library.path",
+        "-XX:SharedArchiveFile",
+    ]
     (tmp_path / "with").mkdir()
-    cached = h2o_version(jar, options, tmp_path / "with")
+    # -Xshare:on: the JVM fails rather than start without the archive.
+    cached = h2o_version(jar, ["-Xshare:on", *options], tmp_path / "with")
     assert cached.returncode == 0, cached.stdout + cached.stderr
     assert "H2O started" in cached.stdout + cached.stderr
     assert EXTRACTED not in cached.stdout + cached.stderr

@@ -317,7 +317,8 @@ def check_own_user(cluster: Cluster) -> None:
 
 
 def check_startup_cache(cluster: Cluster) -> None:
-    """The entrypoint of every pod puts the image's cached native libraries on the JVM's path."""
+    """The entrypoint of every pod puts the image's cached native libraries on the JVM's path and
+    passes the cache's class archive, and the JVM has it mapped."""
     for pod in cluster.pods:
         records = cluster.records(pod)
         used = [
@@ -325,11 +326,27 @@ def check_startup_cache(cluster: Cluster) -> None:
             for r in records
             if r.get("event") == "startup_cache"
             and any(str(opt).startswith("-Djava.library.path=") for opt in r.get("options", []))
+            and any(str(opt).startswith("-XX:SharedArchiveFile=") for opt in r.get("options", []))
         ]
         # The jar's identity is its size and central directory, not its modification time,
-        # which ``docker save`` cut to whole seconds on the way into podman.
-        rejected = [r for r in records if "was made for another jar" in r.get("message", "")]
+        # which ``docker save`` cut to whole seconds on the way into podman; the archive is bound
+        # to the jar's path and modification second, which that keeps.
+        rejected = [
+            r.get("message")
+            for r in records
+            if "was made for another jar" in r.get("message", "")
+            or "class archive is not used" in r.get("message", "")
+        ]
         assert used, f"{pod.name}: the start-up cache was not used: {rejected}"
+        mapped = [pid for pid in pod.pids() if "classes.jsa" in _maps(pid)]
+        assert mapped, f"{pod.name}: no process maps the class archive"
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:  # the process ended meanwhile
+        return ""
 
 
 def run_client_job(leader: Pod) -> None:
