@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer
+from h2o_k8s_discovery.demo_dns import DnsServer
 from h2o_k8s_discovery.errors import H2OK8sDiscoveryError, StartupCacheError
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from h2o_k8s_discovery.settings import default_startup_cache

@@ -15,7 +15,7 @@ from h2o_k8s_discovery.cloud import CloudStatus
 from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
 from h2o_k8s_discovery.probes import ProbeServer
-from tests.net import free_port
+from k8s_sim.net import free_port
 
 PEERS = snapshot([Peer.parse(f"127.0.0.{i}", 54321) for i in (1, 2, 3)])
 ME = PEERS[0]

@@ -9,7 +9,7 @@ import pytest
 from h2o_k8s_discovery.probes import HEALTH_PATH, LEADER_PATH
 from h2o_k8s_discovery.rest_security import parse_h2o_args
 from h2o_k8s_discovery.settings import Settings
-from tests.manifests import Deployment, Resource, deployments, load, manifest_files
+from k8s_sim.manifests import Deployment, Resource, deployments, load, manifest_files
 
 DEPLOYMENTS = deployments()
 IDS = [d.path.name for d in DEPLOYMENTS]

@@ -23,7 +23,7 @@ from h2o_k8s_discovery.pod_ip import (
     known_address,
 )
 from h2o_k8s_discovery.settings import IpFamily
-from tests.net import free_port
+from k8s_sim.net import free_port
 
 #: What kubelet writes into a StatefulSet pod's /etc/hosts (pod h2o-1 of Service h2o-service).
 KUBELET_HOSTS = """\

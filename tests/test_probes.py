@@ -22,7 +22,7 @@ from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.probes import ProbeServer
 from h2o_k8s_discovery.watch import _leader_peer
-from tests.net import free_port
+from k8s_sim.net import free_port
 
 PEERS = tuple(Peer.parse(f"10.0.0.{i}", 54321) for i in (1, 2, 3))
 

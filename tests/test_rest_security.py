@@ -14,7 +14,7 @@ from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.redaction import redacted
 from h2o_k8s_discovery.rest_security import load_rest_access, parse_h2o_args
 from h2o_k8s_discovery.settings import RestSettings
-from tests.tls_material import make_keystore, secret_file
+from tests.support.tls_material import make_keystore, secret_file
 
 
 def problems_of(rest: RestSettings, args: list[str] | None) -> str:

@@ -25,8 +25,14 @@ from h2o_k8s_discovery.keystore import with_private_keystore
 from h2o_k8s_discovery.node_state import UNAVAILABLE, NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
 from h2o_k8s_discovery.rest_security import RestAccess
-from tests.h2o_jvm import BareH2O
-from tests.tls_material import Keystore, make_keystore, make_realm, new_password, secret_file
+from k8s_sim.h2o_jvm import BareH2O
+from tests.support.tls_material import (
+    Keystore,
+    make_keystore,
+    make_realm,
+    new_password,
+    secret_file,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

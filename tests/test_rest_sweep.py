@@ -12,7 +12,7 @@ import pytest
 from h2o_k8s_discovery.jar import ensure_h2o_jar
 from h2o_k8s_discovery.startup_cache import startup_options
 from h2o_k8s_discovery.startup_prepare import prepare_startup_cache
-from tests.h2o_jvm import BareH2O, record_cds_archive
+from k8s_sim.h2o_jvm import BareH2O, record_cds_archive
 
 pytestmark = pytest.mark.slow
 

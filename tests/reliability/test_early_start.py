@@ -20,7 +20,7 @@ from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.pod_ip import early_start_address, known_address
 from h2o_k8s_discovery.settings import Settings
 from tests.reliability.conftest import Launch
-from tests.reliability.support import SERVICE, root_only, wait_for
+from tests.support.reliability import SERVICE, root_only, wait_for
 
 EARLY = {"H2O_JVM_EARLY_START": "true"}
 #: More pods expected than published: the lookup goes on until stopped or timed out.

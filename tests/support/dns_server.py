@@ -1,7 +1,7 @@
-"""An embedded authoritative DNS server that stands in for a Kubernetes headless Service.
+"""The tests' authoritative DNS server: a Kubernetes headless Service at its best and worst.
 
 It speaks the real wire protocol over UDP and TCP on one port, so the discovery code is tested
-(and demonstrated) through an unmodified resolver: no patched resolvers, no mocks. Records
+through an unmodified resolver: no patched resolvers, no mocks. Records
 change at runtime from any thread, like endpoints coming and going, and ``fault`` makes the
 server misbehave the way a cluster DNS does at its worst (SERVFAIL while CoreDNS syncs, silence,
 slowness, truncation without TCP, garbage, mismatched ids).
@@ -42,7 +42,6 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, cast
@@ -57,6 +56,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from k8s_sim.dns import ServerThread
 
 logger = logging.getLogger(__name__)
 
@@ -644,7 +645,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
-class ThreadedDnsServer:
+class ThreadedDnsServer(ServerThread[DnsServer]):
     """A ``DnsServer`` running on its own event loop in a daemon thread.
 
     ``with ThreadedDnsServer("127.0.0.1") as server:`` yields the ``DnsServer``; its record and
@@ -661,51 +662,4 @@ class ThreadedDnsServer:
         zone: str = ".",
         start_timeout: float = 10.0,
     ) -> None:
-        self.server = DnsServer(host, port, ttl=ttl, zone=zone)
-        self._start_timeout = start_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> DnsServer:
-        """Start the thread and the server; raises what binding raised."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="dns-server", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        started: Future[None] = asyncio.run_coroutine_threadsafe(self.server.start(), loop)
-        try:
-            started.result(self._start_timeout)
-        except BaseException:
-            self._shutdown_loop()
-            raise
-        return self.server
-
-    def stop(self) -> None:
-        """Stop the server, then the loop and the thread."""
-        if self._loop is None:
-            return
-        stopped = asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop)
-        try:
-            stopped.result(self._start_timeout)
-        finally:
-            self._shutdown_loop()
-
-    def _shutdown_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(self._start_timeout)
-        loop.close()
-
-    def __enter__(self) -> DnsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().__init__(DnsServer(host, port, ttl=ttl, zone=zone), start_timeout=start_timeout)

@@ -29,15 +29,9 @@ from typing import Any
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer
+from tests.support.dns_server import DnsServer
+from tests.support.paths import CHILDREN, PYTHONPATH
 
-REPO = Path(__file__).resolve().parents[2]
-#: What a child Python needs to import the package and its dependencies, venv or not: the
-#: test process's own import path.
-PYTHONPATH = os.pathsep.join(
-    dict.fromkeys([str(REPO), *(entry for entry in sys.path if entry and os.path.isdir(entry))])
-)
-CHILDREN = Path(__file__).parent / "children"
 STAND_IN_JAVA = CHILDREN / "java.py"
 SERVICE = "h2o-service.reliability.svc.cluster.local"
 LEADER_PATH = "/kubernetes/isLeaderNode"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.pods import Pod
+from k8s_sim.pods import Pod
 
 LEADER_PATH = "/kubernetes/isLeaderNode"
 

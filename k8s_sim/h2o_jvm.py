@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tests.net import free_port_pair
+from k8s_sim.net import free_port_pair
 
 _POLL = 0.2
 

@@ -30,7 +30,7 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.net import free_port
+from k8s_sim.net import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
 SKIP_REASON = "dnsmasq not installed; .ci/run installs dnsmasq-base"

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from h2o_k8s_discovery.dns_server import ThreadedDnsServer
+from tests.support.dns_server import ThreadedDnsServer
 
 
 def get(port: int, path: str) -> tuple[int, bytes] | None:
