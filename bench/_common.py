@@ -51,9 +51,9 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from bench._kubelet import Endpoints, PodAddress, ProbeSpec, ReadinessProber
-from h2o_k8s_discovery.cloud import CloudStatus
-from h2o_k8s_discovery.demo_dns import DnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.cloud.status import CloudStatus
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
 from k8s_sim.dns import ServerThread
 from k8s_sim.manifests import Deployment, deployment
 from k8s_sim.pods import H2O_PORT, Pod, PodNetwork, PodNetworkError

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from h2o_k8s_discovery.demo_dns import DnsServer
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
 from k8s_sim.pods import Pod
 
 Clock = Callable[[], float]

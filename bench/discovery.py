@@ -45,9 +45,9 @@ from bench._common import (
     progress,
     summarize,
 )
-from h2o_k8s_discovery.dns_query import EDNS_PAYLOAD, make_resolver, poll_once
+from h2o_k8s_discovery.config.settings import LookupSettings, Nameserver
+from h2o_k8s_discovery.discovery.query import EDNS_PAYLOAD, make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError
-from h2o_k8s_discovery.settings import LookupSettings, Nameserver
 from k8s_sim.dnsmasq import running_dnsmasq
 
 SERVICE = "h2o-service.h2o-statefulset.svc.cluster.local"

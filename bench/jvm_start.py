@@ -58,9 +58,9 @@ from bench._common import (
     progress,
     summarize,
 )
-from h2o_k8s_discovery.settings import default_startup_cache
-from h2o_k8s_discovery.startup_cache import StartupCache, startup_options
-from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
+from h2o_k8s_discovery.config.settings import default_startup_cache
+from h2o_k8s_discovery.jvm.startup_cache import StartupCache, startup_options
+from h2o_k8s_discovery.jvm.startup_prepare import ensure_startup_cache
 from k8s_sim.h2o_jvm import record_cds_archive
 from k8s_sim.pods import H2O_PORT, Pod, PodNetwork
 

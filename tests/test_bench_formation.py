@@ -25,8 +25,8 @@ from bench._common import (
 from bench._kubelet import EndpointChange, Endpoints, ProbeResult, Readiness, probe_succeeded
 from bench._timeline import entrypoint_moments, h2o_moments, prober_moments
 from bench.formation import Run, one_formed_leader, pair_ratios, settled_at
-from h2o_k8s_discovery.demo_dns import DnsServer
-from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
+from h2o_k8s_discovery.config.settings import Settings
 from k8s_sim.dns import ServerThread
 
 

@@ -9,7 +9,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from h2o_k8s_discovery.demo_dns import DnsServer
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
 
 SERVICE = "h2o.demo.svc.cluster.local."
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from h2o_k8s_discovery.probes import HEALTH_PATH
+from h2o_k8s_discovery.server.probes import HEALTH_PATH
 from k8s_sim.pods import Pod, requires_root
 from tests.support.cluster import SimulatedCluster, simulated_pods
 from tests.support.kubelet import Kubelet, get_json

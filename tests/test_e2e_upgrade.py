@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
 from k8s_sim.manifests import deployment
 from k8s_sim.pods import Pod, PodNetwork, requires_root
 from tests.support.dns_server import DnsServer, ThreadedDnsServer

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import default_startup_cache
-from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
+from h2o_k8s_discovery.config.settings import default_startup_cache
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.startup_prepare import ensure_startup_cache
 from k8s_sim.manifests import deployment
 from k8s_sim.net import free_port_run
 from k8s_sim.pods import PodNetwork, requires_root

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from h2o_k8s_discovery.errors import H2OK8sDiscoveryError
-from h2o_k8s_discovery.jar import (
+from h2o_k8s_discovery.jvm.jar import (
     cached_jar_path,
     default_cache_dir,
     ensure_h2o_jar,

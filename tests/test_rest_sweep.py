@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.startup_cache import startup_options
-from h2o_k8s_discovery.startup_prepare import prepare_startup_cache
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.startup_cache import startup_options
+from h2o_k8s_discovery.jvm.startup_prepare import prepare_startup_cache
 from k8s_sim.h2o_jvm import BareH2O, record_cds_archive
 
 pytestmark = pytest.mark.slow

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from h2o_k8s_discovery.errors import LaunchError
-from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
+from h2o_k8s_discovery.jvm.supervisor import FORWARDED_SIGNALS, Supervisor
 
 CHILDREN = Path(__file__).parent / "support" / "children"
-LOGGER = "h2o_k8s_discovery.supervisor"
+LOGGER = "h2o_k8s_discovery.jvm.supervisor"
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: unshare --pid creates a new PID namespace"

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
 from k8s_sim.manifests import Deployment, deployment
 from k8s_sim.pods import Pod, PodNetwork, requires_root
 from tests.image.engines import (

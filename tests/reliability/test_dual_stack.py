@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.constraints import StopReason
-from h2o_k8s_discovery.discovery import discover_peers
-from h2o_k8s_discovery.ip_family import with_ip_family
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings, Nameserver, RecordType
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings, Nameserver, RecordType
+from h2o_k8s_discovery.discovery.constraints import StopReason
+from h2o_k8s_discovery.discovery.ip_family import with_ip_family
+from h2o_k8s_discovery.discovery.lookup import discover_peers
 from tests.support.dns_server import DnsServer, ThreadedDnsServer
 from tests.support.paths import PYTHONPATH
 from tests.support.reliability import SERVICE

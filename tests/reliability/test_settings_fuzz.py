@@ -34,14 +34,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from h2o_k8s_discovery.config.settings import IpFamily, RecordType, Settings
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.settings import IpFamily, RecordType, Settings
 from tests.support.dns_server import DnsServer, ThreadedDnsServer
 from tests.support.paths import CHILDREN, PYTHONPATH, REPO
 from tests.support.reliability import DEFINED_STATUSES, SERVICE, free_port, write_java
 
 README = REPO / "README.md"
-SETTINGS_PY = REPO / "h2o_k8s_discovery" / "settings.py"
+SETTINGS_PY = REPO / "h2o_k8s_discovery" / "config" / "settings.py"
 
 
 def readme_variables() -> set[str]:

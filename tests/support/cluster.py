@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
 from k8s_sim.manifests import Deployment, deployment
 from k8s_sim.pods import Pod, PodNetwork
 from tests.support.dns_server import DnsServer, ThreadedDnsServer

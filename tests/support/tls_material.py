@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from h2o_k8s_discovery.rest_security import H2O_DEFAULT_JKS_PASS
+from h2o_k8s_discovery.config.rest_security import H2O_DEFAULT_JKS_PASS
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import sys
 import traceback
 from typing import Any
 
-from h2o_k8s_discovery import cli
+from h2o_k8s_discovery.commands import cli
 from h2o_k8s_discovery.footprint import keep_openssl_out
 
 
@@ -79,11 +79,6 @@ def preload() -> None:
     """Import what ``run`` imports once chosen (cli.py and the runner defer it), so no child
     pays for it; without OpenSSL, as ``run`` does."""
     keep_openssl_out()
-    import h2o_k8s_discovery.agreement  # noqa: PLC0415
-    import h2o_k8s_discovery.discovery  # noqa: PLC0415
-    import h2o_k8s_discovery.probes  # noqa: PLC0415
-    import h2o_k8s_discovery.runner  # noqa: PLC0415
-    import h2o_k8s_discovery.watch  # noqa: F401, PLC0415
 
 
 def main() -> int:

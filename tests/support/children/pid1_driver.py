@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from h2o_k8s_discovery.supervisor import Supervisor
+from h2o_k8s_discovery.jvm.supervisor import Supervisor
 
 
 def others() -> list[dict[str, object]]:

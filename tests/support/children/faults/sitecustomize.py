@@ -28,14 +28,14 @@ def _raise(*_args: Any, **_kwargs: Any) -> None:
 
 
 if FAULT == "lifecycle":
-    from h2o_k8s_discovery import flatfile
+    from h2o_k8s_discovery.flatfile import format as flatfile_format
 
-    flatfile.write_flatfile = _raise
+    flatfile_format.write_flatfile = _raise
 elif FAULT == "watcher":
-    from h2o_k8s_discovery.node_state import NodeState
+    from h2o_k8s_discovery.cloud.node_state import NodeState
 
     NodeState.observe_cloud = _raise  # type: ignore[method-assign]
 elif FAULT == "status":
-    from h2o_k8s_discovery.node_state import NodeState
+    from h2o_k8s_discovery.cloud.node_state import NodeState
 
     NodeState.describe = _raise  # type: ignore[method-assign, assignment]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from h2o_k8s_discovery.errors import FlatfileError
-from h2o_k8s_discovery.flatfile import render_flatfile
+from h2o_k8s_discovery.flatfile.format import render_flatfile
 from h2o_k8s_discovery.peers import Peer
 
 

@@ -19,8 +19,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from h2o_k8s_discovery.cloud import CloudStatus
-from h2o_k8s_discovery.rest_security import RestAccess
+from h2o_k8s_discovery.cloud.status import CloudStatus
+from h2o_k8s_discovery.config.rest_security import RestAccess
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from h2o_k8s_discovery.config.rest_security import H2O_DEFAULT_JKS_PASS
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.rest_security import H2O_DEFAULT_JKS_PASS
 
 #: The copy's name, next to the flatfile (under /tmp, so a read-only root filesystem works).
 COPY_NAME = "rest-keystore.p12"

@@ -13,9 +13,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from h2o_k8s_discovery.agreement import PEERS_PATH
+from h2o_k8s_discovery.cloud.node_state import NodeState
+from h2o_k8s_discovery.discovery.agreement import PEERS_PATH
 from h2o_k8s_discovery.errors import ProbeServerError
-from h2o_k8s_discovery.node_state import NodeState
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def _peers(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     # Imported on the first scrape: prometheus_client costs megabytes a pod never scraped
     # would carry for nothing.
-    from h2o_k8s_discovery import metrics  # noqa: PLC0415
+    from h2o_k8s_discovery.server import metrics  # noqa: PLC0415
 
     body = metrics.render(request.app[_STATE_KEY])
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})

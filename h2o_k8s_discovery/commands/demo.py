@@ -28,11 +28,11 @@ from typing import Any, TextIO
 import aiohttp
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.demo_dns import DnsServer
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
+from h2o_k8s_discovery.config.settings import default_startup_cache
 from h2o_k8s_discovery.errors import H2OK8sDiscoveryError, StartupCacheError
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import default_startup_cache
-from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.startup_prepare import ensure_startup_cache
 
 log = logging.getLogger(__name__)
 

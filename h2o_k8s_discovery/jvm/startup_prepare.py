@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from h2o_k8s_discovery.errors import StartupCacheError
-from h2o_k8s_discovery.startup_cache import (
+from h2o_k8s_discovery.jvm.startup_cache import (
     StartupCache,
     identify_jar,
     manifest_for,

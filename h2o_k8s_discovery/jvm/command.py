@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.config.settings import H2O_K8S_VARIABLES, LaunchSettings
 from h2o_k8s_discovery.errors import LaunchError
 from h2o_k8s_discovery.peers import IPAddress
-from h2o_k8s_discovery.settings import H2O_K8S_VARIABLES, LaunchSettings
 
 
 def jvm_command(

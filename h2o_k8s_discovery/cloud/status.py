@@ -1,6 +1,6 @@
 """The local H2O node's view of its cloud, read from ``GET /3/Cloud``.
 
-Parsing (``CloudStatus.parse``) is kept apart from I/O (``cloud_watch``) so the rules "has the
+Parsing (``CloudStatus.parse``) is kept apart from I/O (``client``) so the rules "has the
 cloud formed?" and "is this node the leader?" are tested on plain dictionaries, and so the node's
 state can hold a status without importing an HTTP client. The leader is never predicted from
 addresses: it is whatever the node itself reports. Members are named as H2O writes them

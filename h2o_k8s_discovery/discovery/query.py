@@ -22,10 +22,10 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings, RecordType
+from h2o_k8s_discovery.discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.errors import DnsQueryError
-from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings, RecordType
 
 log = logging.getLogger(__name__)
 

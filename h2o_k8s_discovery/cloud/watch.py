@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from h2o_k8s_discovery.cloud import CloudStatus, member_peer
-from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
-from h2o_k8s_discovery.members import MemberWatcher, members_to_watch
-from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.cloud.client import CloudWatcher, cloud_url
+from h2o_k8s_discovery.cloud.members import MemberWatcher, members_to_watch
+from h2o_k8s_discovery.cloud.node_state import NodeState, Phase
+from h2o_k8s_discovery.cloud.status import CloudStatus, member_peer
+from h2o_k8s_discovery.config.rest_security import RestAccess
 from h2o_k8s_discovery.peers import Peer
-from h2o_k8s_discovery.rest_security import RestAccess
 
 
 async def watch_node(

@@ -13,9 +13,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from h2o_k8s_discovery.config.settings import IpFamily
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
-from h2o_k8s_discovery.settings import IpFamily
 
 log = logging.getLogger(__name__)
 

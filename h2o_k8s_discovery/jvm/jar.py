@@ -171,7 +171,7 @@ def _copy_member(sdist: Path, member_name: str, out: BinaryIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the path of the cached jar (fetching it if needed); used by setup scripts."""
     parser = argparse.ArgumentParser(
-        prog="python -m h2o_k8s_discovery.jar",
+        prog="python -m h2o_k8s_discovery.jvm.jar",
         description="Fetch the real h2o.jar into a cache (once) and print its path.",
     )
     parser.add_argument("--version", default=DEFAULT_VERSION, help="H2O-3 release (%(default)s)")

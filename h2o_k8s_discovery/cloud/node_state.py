@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from h2o_k8s_discovery.cloud import CloudStatus, member_text
+from h2o_k8s_discovery.cloud.status import CloudStatus, member_text
 from h2o_k8s_discovery.peers import Peer, Snapshot
 
 log = logging.getLogger(__name__)

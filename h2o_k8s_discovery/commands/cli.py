@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes, logs
+from h2o_k8s_discovery.config.h2o_args import read_h2o_args
+from h2o_k8s_discovery.config.rest_security import load_rest_access
+from h2o_k8s_discovery.config.settings import Settings, launch_settings_from_env
 from h2o_k8s_discovery.errors import (
     ConfigError,
     FlatfileError,
     H2OK8sDiscoveryError,
     StartupCacheError,
 )
-from h2o_k8s_discovery.flatfile import render_flatfile, write_flatfile
+from h2o_k8s_discovery.flatfile.format import render_flatfile, write_flatfile
 from h2o_k8s_discovery.footprint import keep_openssl_out
-from h2o_k8s_discovery.h2o_args import read_h2o_args
-from h2o_k8s_discovery.rest_security import load_rest_access
-from h2o_k8s_discovery.settings import Settings, launch_settings_from_env
 
 log = logging.getLogger("h2o_k8s_discovery")
 
@@ -146,7 +146,7 @@ def _discover(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings is None:
         return exit_codes.USAGE
     logs.configure(settings.log_level)
-    from h2o_k8s_discovery.discovery import discover_peers  # noqa: PLC0415
+    from h2o_k8s_discovery.discovery.lookup import discover_peers  # noqa: PLC0415
 
     outcome = run_until_signal(discover_peers(settings.lookup, once=args.once))
     if isinstance(outcome, signal.Signals):
@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
-    from h2o_k8s_discovery.runner import run_entrypoint  # noqa: PLC0415
+    from h2o_k8s_discovery.commands.run import run_entrypoint  # noqa: PLC0415
 
     try:
         return asyncio.run(run_entrypoint(settings, extra, env, h2o_args=h2o_args, access=access))
@@ -210,14 +210,14 @@ def _sidecar(_args: argparse.Namespace, env: Mapping[str, str]) -> int:
         keep_openssl_out()
     import asyncio  # noqa: PLC0415
 
-    from h2o_k8s_discovery.sidecar import run_sidecar  # noqa: PLC0415
+    from h2o_k8s_discovery.commands.sidecar import run_sidecar  # noqa: PLC0415
 
     return asyncio.run(run_sidecar(settings, access))
 
 
 def _h2o_args_without_passwords(settings: Settings, extra: list[str]) -> list[str]:
     """The jar's arguments, with ``-jks``'s keystore swapped for one H2O opens without
-    ``-jks_pass`` when ``H2O_JKS_PASSWORD_FILE`` is set (``keystore.py``); ``ConfigError``."""
+    ``-jks_pass`` when ``H2O_JKS_PASSWORD_FILE`` is set (``jvm/keystore.py``); ``ConfigError``."""
     if "-jks_pass" in extra:
         log.warning(
             "-jks_pass is among the h2o.jar arguments: H2O logs its arguments, this password "
@@ -225,7 +225,7 @@ def _h2o_args_without_passwords(settings: Settings, extra: list[str]) -> list[st
         )
     if settings.rest.jks_password_file is None:
         return extra
-    from h2o_k8s_discovery.keystore import with_private_keystore  # noqa: PLC0415
+    from h2o_k8s_discovery.jvm.keystore import with_private_keystore  # noqa: PLC0415
 
     return with_private_keystore(
         extra, settings.rest.jks_password_file, settings.launch.flatfile.parent
@@ -243,7 +243,7 @@ def _prepare_jvm(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return exit_codes.USAGE
     logs.configure("INFO", json_lines=False)
     # Imported here: preparing is a build step, not part of a pod's memory.
-    from h2o_k8s_discovery.startup_prepare import (  # noqa: PLC0415
+    from h2o_k8s_discovery.jvm.startup_prepare import (  # noqa: PLC0415
         ensure_startup_cache,
         prepare_startup_cache,
     )
@@ -265,7 +265,7 @@ def _prepare_jvm(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _demo(args: argparse.Namespace, _env: Mapping[str, str]) -> int:
     logs.configure("WARNING", json_lines=False)
     # Imported here: the demo's DNS server and jar fetcher have no place in a pod's memory.
-    from h2o_k8s_discovery.demo import Demo, DemoOptions  # noqa: PLC0415
+    from h2o_k8s_discovery.commands.demo import Demo, DemoOptions  # noqa: PLC0415
 
     options = DemoOptions(
         nodes=args.nodes,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from h2o_k8s_discovery.errors import NotAJarError, StartupCacheError
-from h2o_k8s_discovery.jar_identity import JarIdentity
+from h2o_k8s_discovery.jvm.jar_identity import JarIdentity
 
 log = logging.getLogger(__name__)
 

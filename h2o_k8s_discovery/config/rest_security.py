@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from h2o_k8s_discovery.config.settings import RestSettings
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.settings import RestSettings
 
 if TYPE_CHECKING:
     import ssl

@@ -24,13 +24,13 @@ from tenacity import (
     stop_never,
 )
 
-from h2o_k8s_discovery.backoff import exponential_jitter
-from h2o_k8s_discovery.constraints import LookupConstraints, Observation, StopReason
-from h2o_k8s_discovery.dns_query import make_resolver, poll_once
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings
+from h2o_k8s_discovery.discovery.backoff import exponential_jitter
+from h2o_k8s_discovery.discovery.constraints import LookupConstraints, Observation, StopReason
+from h2o_k8s_discovery.discovery.ip_family import with_ip_family
+from h2o_k8s_discovery.discovery.query import make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError
-from h2o_k8s_discovery.ip_family import with_ip_family
 from h2o_k8s_discovery.peers import Snapshot
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The h2o.jar arguments given after ``run --``: which ones contradict ``run``, which it follows.
 
-``run`` builds H2O's command line itself (``jvm.py``): ``-flatfile``, ``-port``, ``-ip`` and
+``run`` builds H2O's command line itself (``jvm/command.py``): ``-flatfile``, ``-port``, ``-ip`` and
 ``-name``, and it reads the node's ``/3/Cloud`` at the pod's address. H2O takes the last of
 repeated options, so an argument after ``--`` that says otherwise wins inside the JVM while the
 entrypoint goes on from its own view: the flatfile is not the one written, the port is not the

@@ -18,9 +18,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
+from h2o_k8s_discovery.config.redaction import redacted_text
 from h2o_k8s_discovery.errors import ConfigError
 from h2o_k8s_discovery.peers import IPAddress
-from h2o_k8s_discovery.redaction import redacted_text
 
 T = TypeVar("T")
 

@@ -15,15 +15,15 @@ import logging
 import signal
 
 from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.cloud.node_state import NodeState, Phase
+from h2o_k8s_discovery.cloud.watch import watch_node
+from h2o_k8s_discovery.config.rest_security import RestAccess
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.discovery.own_address import known_address, own_ip
 from h2o_k8s_discovery.errors import ProbeServerError
-from h2o_k8s_discovery.flatfile import parse_flatfile
-from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.flatfile.format import parse_flatfile
 from h2o_k8s_discovery.peers import Peer, Snapshot
-from h2o_k8s_discovery.pod_ip import known_address, own_ip
-from h2o_k8s_discovery.probes import ProbeServer
-from h2o_k8s_discovery.rest_security import RestAccess
-from h2o_k8s_discovery.settings import Settings
-from h2o_k8s_discovery.watch import watch_node
+from h2o_k8s_discovery.server.probes import ProbeServer
 
 log = logging.getLogger(__name__)
 

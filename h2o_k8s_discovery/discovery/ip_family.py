@@ -20,9 +20,9 @@ import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings
+from h2o_k8s_discovery.discovery.own_address import HOSTS_FILE, address_in_hosts
 from h2o_k8s_discovery.peers import IPAddress
-from h2o_k8s_discovery.pod_ip import HOSTS_FILE, address_in_hosts
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings
 
 #: Documentation addresses (RFC 5737, RFC 3849): a route towards them means a route out.
 _ROUTE_PROBES = (
@@ -69,7 +69,7 @@ def choose_family(*, hosts_file: Path = HOSTS_FILE, hostname: str | None = None)
 
 
 def address_in_hosts_file(path: Path, hostname: str) -> IPAddress | None:
-    """The address ``path`` gives ``hostname`` (``pod_ip.address_in_hosts``), or ``None``."""
+    """The address ``path`` gives ``hostname`` (``own_address.address_in_hosts``), or ``None``."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -24,24 +24,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.cloud.node_state import NodeState, Phase
+from h2o_k8s_discovery.config.h2o_args import H2OArgs, read_h2o_args
+from h2o_k8s_discovery.config.redaction import redacted
+from h2o_k8s_discovery.config.rest_security import RestAccess
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.discovery.ip_family import with_ip_family
+from h2o_k8s_discovery.discovery.own_address import (
+    early_start_address,
+    known_address,
+    own_ip,
+    with_self,
+)
 from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
-from h2o_k8s_discovery.flatfile import write_flatfile
-from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
-from h2o_k8s_discovery.h2o_args import H2OArgs, read_h2o_args
-from h2o_k8s_discovery.ip_family import with_ip_family
-from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
-from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.flatfile.format import write_flatfile
+from h2o_k8s_discovery.flatfile.pipe import feed_flatfile_pipe, make_flatfile_pipe
+from h2o_k8s_discovery.jvm.command import check_jar, jvm_command, jvm_environment
+from h2o_k8s_discovery.jvm.startup_cache import cached_startup_options
+from h2o_k8s_discovery.jvm.supervisor import FORWARDED_SIGNALS, Supervisor
 from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
-from h2o_k8s_discovery.pod_ip import early_start_address, known_address, own_ip, with_self
-from h2o_k8s_discovery.redaction import redacted
-from h2o_k8s_discovery.rest_security import RestAccess
-from h2o_k8s_discovery.settings import Settings
-from h2o_k8s_discovery.startup_cache import cached_startup_options
-from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
 
 if TYPE_CHECKING:
-    from h2o_k8s_discovery.discovery import PollEvent
-    from h2o_k8s_discovery.probes import ProbeServer
+    from h2o_k8s_discovery.discovery.lookup import PollEvent
+    from h2o_k8s_discovery.server.probes import ProbeServer
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +118,7 @@ class Entrypoint:
         self.cloud_lost = False
         #: The full cloud did not form in time (``formation_timeout``): exit 69.
         self.formation_failed = False
-        #: How to call H2O's REST API (``rest_security.py``); ``None``: plain HTTP, no login.
+        #: How to call H2O's REST API (``config/rest_security.py``); ``None``: plain HTTP, no login.
         self.access: RestAccess | None = None
         #: True while an early-started JVM waits for its peers on the flatfile pipe.
         self.jvm_waiting = False
@@ -155,7 +160,7 @@ class Entrypoint:
             return status
         # The HTTP server, the DNS client and the agreement client are imported only now (and
         # the lookup's modules only in the lookup): with an early start, H2O boots meanwhile.
-        from h2o_k8s_discovery.probes import ProbeServer  # noqa: PLC0415
+        from h2o_k8s_discovery.server.probes import ProbeServer  # noqa: PLC0415
 
         self.server = ProbeServer(self.state, self.settings.probe.api_port)
         try:
@@ -284,7 +289,7 @@ class Entrypoint:
 
     async def _find_peers(self) -> Snapshot | int:
         """The peers to write, this node included, or the exit status when there are none."""
-        from h2o_k8s_discovery.discovery import discover_peers  # noqa: PLC0415 - see run()
+        from h2o_k8s_discovery.discovery.lookup import discover_peers  # noqa: PLC0415 - see run()
 
         lookup = self.lookup
         started = time.monotonic()
@@ -305,9 +310,9 @@ class Entrypoint:
 
     async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
         # Imported here, see run().
-        from h2o_k8s_discovery.agreement import next_set, reach_agreement  # noqa: PLC0415
-        from h2o_k8s_discovery.discovery import constraints_for  # noqa: PLC0415
-        from h2o_k8s_discovery.dns_query import make_resolver, poll_once  # noqa: PLC0415
+        from h2o_k8s_discovery.discovery.agreement import next_set, reach_agreement  # noqa: PLC0415
+        from h2o_k8s_discovery.discovery.lookup import constraints_for  # noqa: PLC0415
+        from h2o_k8s_discovery.discovery.query import make_resolver, poll_once  # noqa: PLC0415
 
         lookup = self.lookup
         constraints = constraints_for(lookup)
@@ -397,7 +402,7 @@ class Entrypoint:
             self.state.phase = Phase.FORMING
 
     async def _supervise(self) -> int:
-        from h2o_k8s_discovery.watch import watch_node  # noqa: PLC0415 - see run()
+        from h2o_k8s_discovery.cloud.watch import watch_node  # noqa: PLC0415 - see run()
 
         watching = asyncio.create_task(
             watch_node(self.state, self.access, context_path=self.h2o_args.context_path),
