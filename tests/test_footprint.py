@@ -56,7 +56,7 @@ def test_run_and_sidecar_work_without_openssl() -> None:
         import h2o_k8s_discovery.commands.run, h2o_k8s_discovery.commands.sidecar
         import aiohttp.connector, hashlib, hmac
         from h2o_k8s_discovery.server import metrics
-        from h2o_k8s_discovery.cloud.node_state import NodeState
+        from h2o_k8s_discovery.server.node_state import NodeState
         rendered = metrics.render(NodeState())
         maps = Path("/proc/self/maps").read_text()
         print(json.dumps({

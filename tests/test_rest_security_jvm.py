@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery.cloud.client import CloudWatcher, cloud_url
-from h2o_k8s_discovery.cloud.node_state import UNAVAILABLE, NodeState, Phase
 from h2o_k8s_discovery.cloud.status import CloudStatus
 from h2o_k8s_discovery.config.rest_security import RestAccess
 from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
 from h2o_k8s_discovery.jvm.keystore import with_private_keystore
 from h2o_k8s_discovery.peers import Peer
+from h2o_k8s_discovery.server.node_state import UNAVAILABLE, NodeState, Phase
 from k8s_sim.h2o_jvm import BareH2O
 from tests.support.tls_material import (
     Keystore,

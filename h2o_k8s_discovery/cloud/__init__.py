@@ -2,8 +2,8 @@
 
 ``status`` parses ``GET /3/Cloud`` into a frozen ``CloudStatus`` (no I/O), ``client`` reads it
 over HTTP or HTTPS, ``members`` checks with a TCP connect that every member of a formed cloud is
-still there, ``watch`` runs both for as long as the pod lives, and ``node_state`` holds what
-follows: the phase, the latched formation, the damage.
+still there, ``watch`` runs both for as long as the pod lives, and ``view`` holds what follows:
+the phase, the latched formation, the damage.
 
 The one non-obvious decision: formation and damage are latched. Once the full, healthy cloud has
 formed this node's role is fixed, so readiness cannot flap while H2O's views converge; once a

@@ -12,14 +12,14 @@ import contextlib
 
 from h2o_k8s_discovery.cloud.client import CloudWatcher, cloud_url
 from h2o_k8s_discovery.cloud.members import MemberWatcher, members_to_watch
-from h2o_k8s_discovery.cloud.node_state import NodeState, Phase
 from h2o_k8s_discovery.cloud.status import CloudStatus, member_peer
+from h2o_k8s_discovery.cloud.view import CloudView, Phase
 from h2o_k8s_discovery.config.rest_security import RestAccess
 from h2o_k8s_discovery.peers import Peer
 
 
 async def watch_node(
-    state: NodeState, access: RestAccess | None = None, *, context_path: str = ""
+    state: CloudView, access: RestAccess | None = None, *, context_path: str = ""
 ) -> None:
     """Keep ``state`` up to date until cancelled; ``state.self_peer`` must be set.
 
@@ -71,7 +71,7 @@ async def _formed_or_failed(formed: asyncio.Event, cloud: asyncio.Task[None]) ->
         await cloud
 
 
-async def _watch_members(state: NodeState, me: Peer) -> None:
+async def _watch_members(state: CloudView, me: Peer) -> None:
     leader = _leader_peer(state.leader)
     watched = members_to_watch(state.peers, me, leader)
     if watched:

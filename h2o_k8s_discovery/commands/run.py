@@ -1,15 +1,23 @@
-"""``run``: the container entrypoint, one function per lifecycle step.
+"""``run``: the container entrypoint, a lifecycle of explicit states.
 
-probes up -> lookup -> flatfile -> JVM -> watch the cloud -> JVM exits -> exit with its status.
+    without the early start:  serve-probes -> find-peers -> launch -> run
+    with the early start:     launch-early -> serve-probes -> find-peers -> hand-over -> run
 
-With ``H2O_JVM_EARLY_START`` the JVM starts first, on a named pipe as its flatfile, and boots
-while the lookup runs; the peers are written into the pipe once they are agreed. Until then that
-JVM belongs to no cloud: a failed lookup or a stop signal kills it, as if it had never started.
+Each state is one method that does its step and reports how it went: done, failed (with the
+exit status that says why), stopped by a signal, or the JVM exited. ``Entrypoint.decide`` is the
+one place that turns a state and its outcome into the next state or the exit status.
 
-Signals decide the path: during the lookup, a stop signal ends it at once and no JVM is
-started (or the waiting one is killed); once the JVM has its peers, SIGTERM and SIGINT turn
-readiness off, are forwarded, and after the grace time the JVM's process group is killed; every
-other forwarded signal just passes through.
+With ``H2O_JVM_EARLY_START`` the JVM starts first (``launch-early``), on a named pipe as its
+flatfile, and boots while the lookup runs; the peers are written into the pipe once they are
+agreed (``hand-over``). Until then that JVM belongs to no cloud: whatever ends the path before
+the hand-over (a port in use, a failed lookup, a stop signal) leads to ``discard``, which kills
+it, and the pod ends as if it had never started.
+
+Signals: until the JVM has its peers, a stop signal ends the current step at once and no JVM
+is started (or the waiting one is discarded). In ``run``, SIGTERM and SIGINT turn readiness off,
+are forwarded, and after the grace time the JVM's process group is killed; every other
+forwarded signal just passes through. What stops a running H2O (a signal, a lost cloud, a cloud
+that never formed) is kept, the first one only, and decides the exit status with the JVM's.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.cloud.node_state import NodeState, Phase
 from h2o_k8s_discovery.config.h2o_args import H2OArgs, read_h2o_args
 from h2o_k8s_discovery.config.redaction import redacted
 from h2o_k8s_discovery.config.rest_security import RestAccess
@@ -36,13 +45,14 @@ from h2o_k8s_discovery.discovery.own_address import (
     own_ip,
     with_self,
 )
-from h2o_k8s_discovery.errors import DnsQueryError, FlatfileError, LaunchError, ProbeServerError
+from h2o_k8s_discovery.errors import FlatfileError, LaunchError, ProbeServerError
 from h2o_k8s_discovery.flatfile.format import write_flatfile
 from h2o_k8s_discovery.flatfile.pipe import feed_flatfile_pipe, make_flatfile_pipe
 from h2o_k8s_discovery.jvm.command import check_jar, jvm_command, jvm_environment
 from h2o_k8s_discovery.jvm.startup_cache import cached_startup_options
 from h2o_k8s_discovery.jvm.supervisor import FORWARDED_SIGNALS, Supervisor
-from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot, snapshot
+from h2o_k8s_discovery.peers import IPAddress, Peer, Snapshot
+from h2o_k8s_discovery.server.node_state import NodeState, Phase
 
 if TYPE_CHECKING:
     from h2o_k8s_discovery.discovery.lookup import PollEvent
@@ -57,6 +67,90 @@ _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.
 #: Once the JVM runs, these begin the graceful shutdown; HUP and QUIT are only forwarded (H2O
 #: and the JVM give them their own meaning, e.g. QUIT prints a thread dump).
 _SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class State(Enum):
+    """Where ``run`` is in its lifecycle; each state is one step."""
+
+    LAUNCH_EARLY = "launch-early"
+    """The JVM starts on a flatfile pipe, before the lookup."""
+    SERVE_PROBES = "serve-probes"
+    """The probe server binds the API port."""
+    FIND_PEERS = "find-peers"
+    """The lookup, then the agreement with the peers."""
+    HAND_OVER = "hand-over"
+    """The peers go into the pipe of the JVM that waits for them."""
+    LAUNCH = "launch"
+    """The flatfile is written and the JVM started on it."""
+    RUN = "run"
+    """The JVM runs with its peers, watched, until it exits."""
+    DISCARD = "discard"
+    """The early-started JVM is killed: it never got its peers."""
+
+
+#: The states in order when every step is done, without and with the early start.
+PLAIN_PATH = (State.SERVE_PROBES, State.FIND_PEERS, State.LAUNCH, State.RUN)
+EARLY_PATH = (State.LAUNCH_EARLY, State.SERVE_PROBES, State.FIND_PEERS, State.HAND_OVER, State.RUN)
+#: The states of the early path in which a JVM runs that has no peers (yet, or ever).
+_JVM_WAITING = frozenset({State.SERVE_PROBES, State.FIND_PEERS, State.HAND_OVER, State.DISCARD})
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The step did what it is for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The step could not be done; ``status`` is the exit status that says why."""
+
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """A stop signal ended the step (or the JVM that waited for its peers died)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JvmExited:
+    """The JVM has ended with ``status``; ``by_itself``: nobody here killed it."""
+
+    status: int
+    by_itself: bool = True
+
+
+Outcome = Done | Failed | Stopped | JvmExited
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """The end of the lifecycle, with the container's exit status."""
+
+    status: int
+
+
+class StopCause(Enum):
+    """Why the running H2O is being stopped."""
+
+    SIGNAL = "signal"
+    CLOUD_LOST = "cloud-lost"
+    NOT_FORMED = "not-formed"
+
+
+#: The exit status of a pod whose H2O was stopped for these causes (a signal: the JVM's own).
+_STATUS_OF_STOP = {
+    StopCause.CLOUD_LOST: exit_codes.CLOUD_LOST,
+    StopCause.NOT_FORMED: exit_codes.LOOKUP_FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping:
+    """A stop of the running H2O under way: why, and the task that ends with its status."""
+
+    cause: StopCause
+    task: asyncio.Task[int]
 
 
 async def run_entrypoint(
@@ -108,28 +202,45 @@ class Entrypoint:
         self.early_ip: IPAddress | None = early_start_address(
             settings.launch.early_start, self.known_ip
         )
+        #: The states this pod goes through when every step is done.
+        self.path = PLAIN_PATH if self.early_ip is None else EARLY_PATH
+        #: The state whose step runs now.
+        self.at = self.path[0]
+        #: The peers found and agreed on (``find-peers``), this pod included.
+        self.peers: Snapshot = ()
+        #: The exit status ``discard`` ends with, unless the JVM ended by itself first.
+        self.discarded_for = exit_codes.FAILURE
         self.supervisor = Supervisor()
         self.server: ProbeServer | None = None
         self.stop_signal: signal.Signals | None = None
         self.stopped = asyncio.Event()
-        self.shutdown: asyncio.Task[int] | None = None
+        self.stopping: Stopping | None = None
         #: Ends the lookup when an early-started JVM dies while it waits for its peers.
         self.early_exit_watch: asyncio.Task[None] | None = None
-        self.cloud_lost = False
-        #: The full cloud did not form in time (``formation_timeout``): exit 69.
-        self.formation_failed = False
-        #: How to call H2O's REST API (``config/rest_security.py``); ``None``: plain HTTP, no login.
+        #: How to call H2O's REST API (``config/rest_security.py``); ``None``: plain HTTP.
         self.access: RestAccess | None = None
-        #: True while an early-started JVM waits for its peers on the flatfile pipe.
-        self.jvm_waiting = False
+        self._steps: dict[State, Callable[[], Awaitable[Outcome]]] = {
+            State.LAUNCH_EARLY: self._launch_early,
+            State.SERVE_PROBES: self._serve_probes,
+            State.FIND_PEERS: self._find_and_agree,
+            State.HAND_OVER: self._hand_over,
+            State.LAUNCH: self._write_and_launch,
+            State.RUN: self._run_jvm,
+            State.DISCARD: self._discard_waiting_jvm,
+        }
         if settings.probe.exit_on_cloud_loss:
             self.state.on_damage = self._on_cloud_damage
+
+    @property
+    def jvm_waits_for_peers(self) -> bool:
+        """True while an early-started JVM runs without peers (until the hand-over, or its end)."""
+        return self.path is EARLY_PATH and self.at in _JVM_WAITING
 
     async def run(self) -> int:
         self.supervisor.start()
         self._install_signal_handlers()
         try:
-            return await self._serve_and_live()
+            return await self._live()
         except Exception:
             # A bug: say so once, with the traceback, and leave nothing behind. An exception
             # that escaped would hide the JVM's status and, outside PID 1, leave it running.
@@ -144,6 +255,42 @@ class Entrypoint:
                 await self.server.stop()
             self.supervisor.close()
 
+    async def _live(self) -> int:
+        """Each state's step in turn, as ``decide`` says, until it says which exit status."""
+        while True:
+            outcome = await self._steps[self.at]()
+            decided = self.decide(self.at, outcome)
+            if isinstance(decided, Exit):
+                return decided.status
+            self.at = decided
+
+    def decide(self, state: State, outcome: Outcome) -> State | Exit:
+        """What follows ``state`` after ``outcome``: the next state, or the exit status."""
+        if isinstance(outcome, Done):
+            return self.path[self.path.index(state) + 1]
+        if isinstance(outcome, Failed):
+            return self._end_before_peers(state, outcome.status)
+        if isinstance(outcome, Stopped):
+            signum = self.stop_signal or signal.SIGTERM
+            return self._end_before_peers(state, exit_codes.SIGNAL_BASE + signum)
+        return Exit(self._status_after_jvm(state, outcome))
+
+    def _status_after_jvm(self, state: State, jvm: JvmExited) -> int:
+        """The container's exit status once the JVM has ended, in ``run`` or ``discard``."""
+        if state is State.DISCARD:
+            # A JVM that ended by itself says why in its own status; a killed one says nothing.
+            return jvm.status if jvm.by_itself else self.discarded_for
+        if self.stopping is None:
+            return jvm.status
+        return _STATUS_OF_STOP.get(self.stopping.cause, jvm.status)
+
+    def _end_before_peers(self, state: State, status: int) -> State | Exit:
+        """The path ends before H2O has its peers: with ``status``, the waiting JVM discarded."""
+        if self.path is EARLY_PATH and state in _JVM_WAITING:
+            self.discarded_for = status
+            return State.DISCARD
+        return Exit(status)
+
     async def _kill_everything(self) -> None:
         """SIGKILL the JVM's process group and whatever it left with us, and reap the JVM."""
         self.state.phase = Phase.STOPPING
@@ -154,10 +301,34 @@ class Entrypoint:
         self.supervisor.kill_adopted()
         self.state.phase = Phase.EXITED
 
-    async def _serve_and_live(self) -> int:
-        early = self.early_ip is not None
-        if early and (status := self._launch_waiting()) is not None:
-            return status
+    # -- the steps, one per state ---------------------------------------------------------------
+
+    async def _launch_early(self) -> Outcome:
+        """Start the JVM on a flatfile pipe before the lookup."""
+        launch = self.settings.launch
+        assert self.early_ip is not None  # noqa: S101 - only on the early path
+        self.state.self_peer = Peer(self.early_ip, self._own_port())
+        log.info("starting the JVM early, at %s (from %s)", self.early_ip, self.known_ip.source)
+        try:
+            make_flatfile_pipe(launch.flatfile)
+        except FlatfileError as err:
+            log.error("%s", err)
+            return Failed(exit_codes.FLATFILE)
+        try:
+            self._launch(launch.flatfile, waiting=True)
+        except LaunchError as err:
+            log.error("%s", err)
+            return Failed(err.exit_status)
+        self.early_exit_watch = asyncio.create_task(self._notice_early_exit(), name="early-jvm")
+        return Done()
+
+    async def _notice_early_exit(self) -> None:
+        # A JVM that dies while it waits (bad JAVA_OPTS, no memory) ends the lookup at once.
+        await self.supervisor.wait()
+        if self.jvm_waits_for_peers:
+            self.stopped.set()
+
+    async def _serve_probes(self) -> Outcome:
         # The HTTP server, the DNS client and the agreement client are imported only now (and
         # the lookup's modules only in the lookup): with an early start, H2O boots meanwhile.
         from h2o_k8s_discovery.server.probes import ProbeServer  # noqa: PLC0415
@@ -167,36 +338,95 @@ class Entrypoint:
             await self.server.start()
         except ProbeServerError as err:
             log.error("%s", err)
-            if early:
-                return await self._discard_waiting_jvm(exit_codes.PORT_IN_USE)
-            return exit_codes.PORT_IN_USE
-        return await self._lifecycle()
+            return Failed(exit_codes.PORT_IN_USE)
+        return Done()
 
-    async def _lifecycle(self) -> int:
-        early = self.early_ip is not None
-        peers = await self._until_stopped(self._find_peers())
-        if peers is None or isinstance(peers, int):
-            status = self._stopped_status() if peers is None else peers
-            return await self._discard_waiting_jvm(status) if early else status
-        failed = await self._hand_over(peers) if early else self._write_and_launch(peers)
-        if failed is not None:
-            return failed
-        return await self._supervise()
+    async def _find_and_agree(self) -> Outcome:
+        found = await self._until_stopped(self._find_peers())
+        if isinstance(found, Stopped | Failed):
+            return found
+        self.peers = found
+        return Done()
 
-    def _write_and_launch(self, peers: Snapshot) -> int | None:
-        """Write the flatfile and start the JVM on it; an exit status if either fails."""
+    async def _hand_over(self) -> Outcome:
+        """Write the peers into the waiting JVM's pipe, then leave a plain flatfile there."""
+        flatfile, peers = self.settings.launch.flatfile, self.peers
         try:
-            write_flatfile(self.settings.launch.flatfile, peers)
+            fed = await self._until_stopped(
+                feed_flatfile_pipe(flatfile, peers, reader_alive=lambda: self.supervisor.running)
+            )
         except FlatfileError as err:
             log.error("%s", err)
-            return exit_codes.FLATFILE
-        self._log_flatfile(peers, "written")
+            return Failed(exit_codes.FLATFILE)
+        if fed is not True:
+            return Stopped()  # a stop signal, or the waiting JVM died: discarded either way
+        self.state.phase = Phase.FORMING
+        self._log_flatfile(peers, "handed to the waiting JVM")
+        try:
+            # H2O has read the pipe: a plain file now, for whoever looks at the pod.
+            write_flatfile(flatfile, peers)
+        except FlatfileError as err:
+            log.warning("%s (H2O already has its peers)", err)
+        return Done()
+
+    async def _write_and_launch(self) -> Outcome:
+        """Write the flatfile and start the JVM on it."""
+        try:
+            write_flatfile(self.settings.launch.flatfile, self.peers)
+        except FlatfileError as err:
+            log.error("%s", err)
+            return Failed(exit_codes.FLATFILE)
+        self._log_flatfile(self.peers, "written")
         try:
             self._launch(self.settings.launch.flatfile)
         except LaunchError as err:
             log.error("%s", err)
-            return err.exit_status
-        return None
+            return Failed(err.exit_status)
+        return Done()
+
+    async def _run_jvm(self) -> Outcome:
+        """Watch the cloud until the JVM exits; then nothing it started is left running."""
+        from h2o_k8s_discovery.cloud.watch import watch_node  # noqa: PLC0415 - see _serve_probes
+
+        watching = asyncio.create_task(
+            watch_node(self.state, self.access, context_path=self.h2o_args.context_path),
+            name="watch-node",
+        )
+        deadline = asyncio.create_task(self._formation_deadline(), name="formation-deadline")
+        try:
+            status = await self._jvm_exit(watching)
+            if self.stopping is not None:
+                status = await self.stopping.task
+        finally:
+            for task in (deadline, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Whatever the JVM left running goes with it: its process group, as under tini -g, and
+        # anything that left the group and was handed to us as the subreaper.
+        self.supervisor.forward(signal.SIGKILL)
+        self.supervisor.kill_adopted()
+        self.state.phase = Phase.EXITED
+        self.state.exit_status = status
+        return JvmExited(status)
+
+    async def _discard_waiting_jvm(self) -> Outcome:
+        """Kill the JVM that never got its peers, and all it started."""
+        ended_by_itself = not self.supervisor.running
+        self.supervisor.forward(signal.SIGKILL)
+        jvm_status = await self.supervisor.wait()
+        self.supervisor.kill_adopted()
+        self.state.phase = Phase.EXITED
+        self.state.exit_status = jvm_status
+        with contextlib.suppress(OSError):
+            self.settings.launch.flatfile.unlink()
+        if ended_by_itself:
+            log.error("H2O exited with status %d before it was given its peers", jvm_status)
+        else:
+            log.info("the waiting H2O JVM was stopped before it was given any peers")
+        return JvmExited(jvm_status, by_itself=ended_by_itself)
+
+    # -- what the steps share ---------------------------------------------------------------------
 
     def _log_flatfile(self, peers: Snapshot, how: str) -> None:
         log.info(
@@ -208,74 +438,8 @@ class Entrypoint:
             extra={"event": "flatfile", "peers": [str(peer) for peer in peers]},
         )
 
-    def _launch_waiting(self) -> int | None:
-        """Start the JVM on a flatfile pipe before the lookup; an exit status if it cannot."""
-        launch = self.settings.launch
-        assert self.early_ip is not None  # noqa: S101 - only called for an early start
-        self.state.self_peer = Peer(self.early_ip, self._own_port())
-        log.info("starting the JVM early, at %s (from %s)", self.early_ip, self.known_ip.source)
-        try:
-            make_flatfile_pipe(launch.flatfile)
-        except FlatfileError as err:
-            log.error("%s", err)
-            return exit_codes.FLATFILE
-        try:
-            self._launch(launch.flatfile, waiting=True)
-        except LaunchError as err:
-            log.error("%s", err)
-            return err.exit_status
-        self.jvm_waiting = True
-        self.early_exit_watch = asyncio.create_task(self._notice_early_exit(), name="early-jvm")
-        return None
-
-    async def _notice_early_exit(self) -> None:
-        # A JVM that dies while it waits (bad JAVA_OPTS, no memory) ends the lookup at once.
-        await self.supervisor.wait()
-        if self.jvm_waiting:
-            self.stopped.set()
-
-    async def _hand_over(self, peers: Snapshot) -> int | None:
-        """Write the peers into the waiting JVM's pipe; an exit status if that JVM is gone."""
-        flatfile = self.settings.launch.flatfile
-        try:
-            fed = await self._until_stopped(
-                feed_flatfile_pipe(flatfile, peers, reader_alive=lambda: self.supervisor.running)
-            )
-        except FlatfileError as err:
-            log.error("%s", err)
-            return await self._discard_waiting_jvm(exit_codes.FLATFILE)
-        if not fed:
-            return await self._discard_waiting_jvm(self._stopped_status())
-        self.jvm_waiting = False
-        self.state.phase = Phase.FORMING
-        self._log_flatfile(peers, "handed to the waiting JVM")
-        try:
-            # H2O has read the pipe: a plain file now, for whoever looks at the pod.
-            write_flatfile(flatfile, peers)
-        except FlatfileError as err:
-            log.warning("%s (H2O already has its peers)", err)
-        return None
-
-    async def _discard_waiting_jvm(self, status: int) -> int:
-        """Kill the JVM that never got its peers, and all it started; return ``status``, or the
-        JVM's own exit status when it ended by itself."""
-        ended_by_itself = not self.supervisor.running
-        self.supervisor.forward(signal.SIGKILL)
-        jvm_status = await self.supervisor.wait()
-        self.supervisor.kill_adopted()
-        self.jvm_waiting = False
-        self.state.phase = Phase.EXITED
-        self.state.exit_status = jvm_status
-        with contextlib.suppress(OSError):
-            self.settings.launch.flatfile.unlink()
-        if ended_by_itself:
-            log.error("H2O exited with status %d before it was given its peers", jvm_status)
-            return jvm_status
-        log.info("the waiting H2O JVM was stopped before it was given any peers")
-        return status
-
-    async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
-        """``work``'s result, or ``None`` when a stop signal came first (``work`` cancelled)."""
+    async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T | Stopped:
+        """``work``'s result, or ``Stopped`` when a stop signal came first (``work`` cancelled)."""
         task = asyncio.create_task(work, name="find-peers")
         stopped = asyncio.create_task(self.stopped.wait(), name="stop-signal")
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -285,11 +449,11 @@ class Entrypoint:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        return None
+        return Stopped()
 
-    async def _find_peers(self) -> Snapshot | int:
-        """The peers to write, this node included, or the exit status when there are none."""
-        from h2o_k8s_discovery.discovery.lookup import discover_peers  # noqa: PLC0415 - see run()
+    async def _find_peers(self) -> Snapshot | Failed:
+        """The peers to write, this node included, or why there are none."""
+        from h2o_k8s_discovery.discovery.lookup import discover_peers  # noqa: PLC0415
 
         lookup = self.lookup
         started = time.monotonic()
@@ -301,45 +465,26 @@ class Entrypoint:
         shortfall = result.shortfall(lookup)
         if shortfall is not None:
             log.error("no H2O started (H2O_NODE_LOOKUP_FAIL_ON_TIMEOUT): %s", shortfall)
-            return exit_codes.LOOKUP_FAILED
+            return Failed(exit_codes.LOOKUP_FAILED)
         peers = with_self(result.peers, me)
         self.state.peers = peers
         if lookup.agreement and len(peers) > 1:
             return await self._agree(peers, me, started)
         return peers
 
-    async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | int:
-        # Imported here, see run().
-        from h2o_k8s_discovery.discovery.agreement import next_set, reach_agreement  # noqa: PLC0415
-        from h2o_k8s_discovery.discovery.lookup import constraints_for  # noqa: PLC0415
-        from h2o_k8s_discovery.discovery.query import make_resolver, poll_once  # noqa: PLC0415
+    async def _agree(self, peers: Snapshot, me: Peer, started: float) -> Snapshot | Failed:
+        from h2o_k8s_discovery.discovery.refresh import agree_on_peers  # noqa: PLC0415
 
-        lookup = self.lookup
-        constraints = constraints_for(lookup)
-        resolver = make_resolver(lookup)
-        current = [peers]
-        agreement_deadline = time.monotonic() + lookup.agreement_timeout
+        def propose(current: Snapshot) -> None:
+            self.state.peers = current
 
-        async def refresh() -> Snapshot:
-            # A failed or empty poll keeps the set; see next_set for what a fresh one may do.
-            try:
-                fresh = await poll_once(resolver, lookup, lookup.query_timeout)
-            except DnsQueryError:
-                return current[0]
-            candidate = snapshot((*fresh, me)) if fresh else ()
-            current[0] = next_set(current[0], candidate, lookup.expected_count)
-            self.state.peers = current[0]
-            return current[0]
-
-        agreed, outcome = await reach_agreement(
-            refresh,
-            self.settings.probe.api_port,
+        agreed, outcome = await agree_on_peers(
+            self.lookup,
+            peers,
             me,
-            interval=lookup.poll_interval,
-            remaining=lambda: max(
-                constraints.remaining(time.monotonic() - started),
-                agreement_deadline - time.monotonic(),
-            ),
+            self.settings.probe.api_port,
+            lookup_started=started,
+            on_peers=propose,
         )
         self.state.agreement = outcome.describe()
         if outcome.complete:
@@ -349,9 +494,9 @@ class Entrypoint:
                 extra={"event": "agreement", "peers": len(agreed), "agreed": True},
             )
             return agreed
-        if lookup.fail_on_timeout:
+        if self.lookup.fail_on_timeout:
             log.error("no H2O started: the peers did not agree in time: %s", outcome.describe())
-            return exit_codes.LOOKUP_FAILED
+            return Failed(exit_codes.LOOKUP_FAILED)
         log.warning(
             "the peers did not agree before the timeout (%s); starting with this pod's view",
             outcome.describe(),
@@ -364,8 +509,7 @@ class Entrypoint:
     def _on_poll(self, event: PollEvent) -> None:
         if event.error is not None:
             self.state.last_dns_error = str(event.error)
-            kind = event.error.kind
-            self.state.dns_errors[kind] = self.state.dns_errors.get(kind, 0) + 1
+            self.state.count_dns_error(event.error.kind)
         elif event.peers is not None:
             self.state.peers = event.peers
             self.state.dns_polls += 1
@@ -401,32 +545,24 @@ class Entrypoint:
         if not waiting:
             self.state.phase = Phase.FORMING
 
-    async def _supervise(self) -> int:
-        from h2o_k8s_discovery.cloud.watch import watch_node  # noqa: PLC0415 - see run()
+    async def _jvm_exit(self, watching: asyncio.Task[None]) -> int:
+        """The JVM's exit status; raises what ended the watcher if it crashed first."""
+        jvm = asyncio.create_task(self.supervisor.wait(), name="jvm-exit")
+        await asyncio.wait({jvm, watching}, return_when=asyncio.FIRST_COMPLETED)
+        error = watching.exception() if watching.done() and not watching.cancelled() else None
+        if error is not None:
+            jvm.cancel()
+            raise error
+        return await jvm
 
-        watching = asyncio.create_task(
-            watch_node(self.state, self.access, context_path=self.h2o_args.context_path),
-            name="watch-node",
-        )
-        deadline = asyncio.create_task(self._formation_deadline(), name="formation-deadline")
-        try:
-            status = await self._jvm_exit(watching)
-            if self.shutdown is not None:
-                status = await self.shutdown
-        finally:
-            for task in (deadline, watching):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        # Whatever the JVM left running goes with it: its process group, as under tini -g, and
-        # anything that left the group and was handed to us as the subreaper.
-        self.supervisor.forward(signal.SIGKILL)
-        self.supervisor.kill_adopted()
-        self.state.phase = Phase.EXITED
-        self.state.exit_status = status
-        if self.cloud_lost:
-            return exit_codes.CLOUD_LOST
-        return exit_codes.LOOKUP_FAILED if self.formation_failed else status
+    # -- what stops a running H2O -----------------------------------------------------------------
+
+    def _stop_h2o(self, cause: StopCause, signum: signal.Signals) -> None:
+        """Begin stopping the running H2O: ``signum`` to its group, SIGKILL after the grace."""
+        self.state.phase = Phase.STOPPING
+        grace = self.settings.launch.shutdown_grace
+        task = asyncio.create_task(self.supervisor.terminate(grace, signum))
+        self.stopping = Stopping(cause, task)
 
     async def _formation_deadline(self) -> None:
         """Stop H2O when the full cloud has not formed in time (``formation_timeout``)."""
@@ -434,7 +570,7 @@ class Entrypoint:
         if timeout is None:
             return
         await asyncio.sleep(timeout)
-        if self.state.phase is not Phase.FORMING or self.shutdown is not None:
+        if self.state.phase is not Phase.FORMING or self.stopping is not None:
             return
         cloud = self.state.cloud
         view = (
@@ -451,36 +587,20 @@ class Entrypoint:
             timeout,
             view,
         )
-        self.formation_failed = True
-        self.state.phase = Phase.STOPPING
-        grace = self.settings.launch.shutdown_grace
-        self.shutdown = asyncio.create_task(self.supervisor.terminate(grace, signal.SIGTERM))
-
-    async def _jvm_exit(self, watching: asyncio.Task[None]) -> int:
-        """The JVM's exit status; raises what ended the watcher if it crashed first."""
-        jvm = asyncio.create_task(self.supervisor.wait(), name="jvm-exit")
-        await asyncio.wait({jvm, watching}, return_when=asyncio.FIRST_COMPLETED)
-        error = watching.exception() if watching.done() and not watching.cancelled() else None
-        if error is not None:
-            jvm.cancel()
-            raise error
-        return await jvm
+        self._stop_h2o(StopCause.NOT_FORMED, signal.SIGTERM)
 
     def _on_cloud_damage(self, damage: str) -> None:
-        if self.shutdown is not None or not self.supervisor.running:
+        if self.stopping is not None or not self.supervisor.running:
             return
-        grace = self.settings.launch.shutdown_grace
         log.error(
             "H2O cannot heal a damaged cloud (%s): stopping it so the pod restarts "
             "(H2O_EXIT_ON_CLOUD_LOSS)",
             damage,
         )
-        self.cloud_lost = True
-        self.state.phase = Phase.STOPPING
-        self.shutdown = asyncio.create_task(self.supervisor.terminate(grace, signal.SIGTERM))
+        self._stop_h2o(StopCause.CLOUD_LOST, signal.SIGTERM)
 
     def _on_signal(self, signum: signal.Signals) -> None:
-        if self.supervisor.running and not self.jvm_waiting:
+        if self.supervisor.running and not self.jvm_waits_for_peers:
             self._signal_jvm(signum)
         elif signum in _STOP_SIGNALS:
             log.info("%s received before H2O started: stopping", signum.name)
@@ -494,17 +614,13 @@ class Entrypoint:
         if signum not in _SHUTDOWN_SIGNALS:
             self.supervisor.forward(signum)
             return
-        self.state.phase = Phase.STOPPING
-        if self.shutdown is None:
+        if self.stopping is None:
             grace = self.settings.launch.shutdown_grace
             log.info("%s received: stopping H2O, %gs before it is killed", signum.name, grace)
-            self.shutdown = asyncio.create_task(self.supervisor.terminate(grace, signum))
+            self._stop_h2o(StopCause.SIGNAL, signum)
         else:
+            self.state.phase = Phase.STOPPING
             self.supervisor.forward(signum)
-
-    def _stopped_status(self) -> int:
-        signum = self.stop_signal or signal.SIGTERM
-        return exit_codes.SIGNAL_BASE + signum
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

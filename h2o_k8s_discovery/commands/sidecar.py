@@ -15,7 +15,6 @@ import logging
 import signal
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.cloud.node_state import NodeState, Phase
 from h2o_k8s_discovery.cloud.watch import watch_node
 from h2o_k8s_discovery.config.rest_security import RestAccess
 from h2o_k8s_discovery.config.settings import Settings
@@ -23,6 +22,7 @@ from h2o_k8s_discovery.discovery.own_address import known_address, own_ip
 from h2o_k8s_discovery.errors import ProbeServerError
 from h2o_k8s_discovery.flatfile.format import parse_flatfile
 from h2o_k8s_discovery.peers import Peer, Snapshot
+from h2o_k8s_discovery.server.node_state import NodeState, Phase
 from h2o_k8s_discovery.server.probes import ProbeServer
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from prometheus_client.openmetrics.exposition import (  # noqa: E402
 )
 from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E402
 
-from h2o_k8s_discovery.cloud.node_state import NodeState, Phase  # noqa: E402
+from h2o_k8s_discovery.server.node_state import NodeState, Phase  # noqa: E402
 
 #: The Content-Type of ``render``'s output.
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -13,9 +13,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from h2o_k8s_discovery.cloud.node_state import NodeState
 from h2o_k8s_discovery.discovery.agreement import PEERS_PATH
 from h2o_k8s_discovery.errors import ProbeServerError
+from h2o_k8s_discovery.server.node_state import NodeState
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ if FAULT == "lifecycle":
 
     flatfile_format.write_flatfile = _raise
 elif FAULT == "watcher":
-    from h2o_k8s_discovery.cloud.node_state import NodeState
+    from h2o_k8s_discovery.server.node_state import NodeState
 
     NodeState.observe_cloud = _raise  # type: ignore[method-assign]
 elif FAULT == "status":
-    from h2o_k8s_discovery.cloud.node_state import NodeState
+    from h2o_k8s_discovery.server.node_state import NodeState
 
     NodeState.describe = _raise  # type: ignore[method-assign, assignment]

@@ -1,9 +1,10 @@
-"""What this pod knows about itself, and the probe answers that follow from it.
+"""The cloud as this pod sees it: formation latched, damage decided on evidence and latched.
 
-One owner (the ``run`` or ``sidecar`` flow) mutates a ``NodeState``; the probe server only reads
-it, so probes answer from memory and never do work per request. The one non-obvious decision:
-formation is latched. Once the local node has reported the full, healthy cloud, this node's
-role (leader or follower) is fixed, so readiness cannot flap while H2O's views converge.
+One owner (the ``run`` or ``sidecar`` flow, and the watch it starts) feeds a ``CloudView`` what
+the local node's ``/3/Cloud`` and the members' ports say; the probe server only reads it. The
+one non-obvious decision: formation is latched. Once the local node has reported the full,
+healthy cloud, this node's role (leader or follower) is fixed, so readiness cannot flap while
+H2O's views converge.
 
 After formation, damage is decided on evidence and latched: a member that refused connections,
 H2O's own report of a smaller or unhealthy cloud, or a silence longer than ``loss_timeout``.
@@ -18,18 +19,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from h2o_k8s_discovery.cloud.status import CloudStatus, member_text
 from h2o_k8s_discovery.peers import Peer, Snapshot
 
 log = logging.getLogger(__name__)
-
-#: H2O's own readiness codes: 200 on the leader, 404 on the other members.
-LEADER = 200
-FOLLOWER = 404
-#: Not ready for another reason (stopping, JVM gone, waiting with ready-until-formed off).
-UNAVAILABLE = 503
 
 
 class Phase(Enum):
@@ -42,10 +36,9 @@ class Phase(Enum):
 
 
 @dataclass
-class NodeState:
-    """The pod's state as the probes see it."""
+class CloudView:
+    """The pod's phase, its peers, and what the cloud they form looks like from here."""
 
-    ready_until_formed: bool = True
     phase: Phase = Phase.LOOKING_UP
     peers: Snapshot = ()
     self_peer: Peer | None = None
@@ -54,16 +47,6 @@ class NodeState:
     #: Latched when the cloud forms.
     is_leader: bool = False
     leader: str | None = None
-    jvm_pid: int | None = None
-    exit_status: int | None = None
-    last_dns_error: str | None = None
-    #: What the peers said last time they were asked for their set (``/status``).
-    agreement: str | None = None
-    #: Counters behind ``/metrics``.
-    dns_polls: int = 0
-    dns_errors: dict[str, int] = field(default_factory=dict)
-    lookup_seconds: float | None = None
-    jvm_starts: int = 0
     #: Why the formed cloud is not whole any more (``None`` while it is): readiness is 503.
     #: Latched: once set, it stays.
     damage: str | None = None
@@ -209,49 +192,3 @@ class NodeState:
                 f"H2O_CLOUD_LOSS_TIMEOUT={self.loss_timeout:g}s"
             )
         return None
-
-    def peer_view(self) -> dict[str, Any]:
-        """The JSON body of ``/peers``: the set this pod would launch (or launched) with."""
-        return {
-            "phase": self.phase.value,
-            "self": None if self.self_peer is None else str(self.self_peer),
-            "peers": [str(peer) for peer in self.peers],
-        }
-
-    def readiness(self) -> int:
-        """The answer of ``/kubernetes/isLeaderNode``."""
-        if self.phase is Phase.FORMED:
-            if self.damage is not None or self.silence is not None:
-                return UNAVAILABLE
-            return LEADER if self.is_leader else FOLLOWER
-        if self.phase in (Phase.STOPPING, Phase.EXITED) or self.rest_problem is not None:
-            return UNAVAILABLE
-        # Still forming: H2O answers 200 so the pod is published in DNS; configurable.
-        return LEADER if self.ready_until_formed else UNAVAILABLE
-
-    def liveness(self) -> int:
-        """The answer of ``/healthz``: alive until the JVM has exited."""
-        return UNAVAILABLE if self.phase is Phase.EXITED else 200
-
-    def describe(self) -> dict[str, Any]:
-        """The JSON body of ``/status``."""
-        cloud = self.cloud
-        return {
-            "phase": self.phase.value,
-            "ready": self.readiness(),
-            "self": None if self.self_peer is None else str(self.self_peer),
-            "peers": [str(peer) for peer in self.peers],
-            "leader": self.leader,
-            "is_leader": self.is_leader if self.phase is Phase.FORMED else None,
-            "cloud_size": None if cloud is None else cloud.cloud_size,
-            "cloud_healthy": None if cloud is None else cloud.healthy,
-            "consensus": None if cloud is None else cloud.consensus,
-            "locked": None if cloud is None else cloud.locked,
-            "jvm_pid": self.jvm_pid,
-            "exit_status": self.exit_status,
-            "last_dns_error": self.last_dns_error,
-            "agreement": self.agreement,
-            "damage": self.damage,
-            "silence": self.silence,
-            "rest_problem": self.rest_problem,
-        }
