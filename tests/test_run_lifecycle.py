@@ -12,11 +12,10 @@ import signal
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.commands.run import (
+from h2o_k8s_discovery.commands.lifecycle import (
     EARLY_PATH,
     PLAIN_PATH,
     Done,
-    Entrypoint,
     Exit,
     Failed,
     JvmExited,
@@ -25,6 +24,7 @@ from h2o_k8s_discovery.commands.run import (
     Stopped,
     Stopping,
 )
+from h2o_k8s_discovery.commands.run import Entrypoint
 from h2o_k8s_discovery.config.settings import Settings
 
 ENV = {

@@ -28,12 +28,25 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.commands.lifecycle import (
+    EARLY_PATH,
+    JVM_WAITING,
+    PLAIN_PATH,
+    STATUS_OF_STOP,
+    Done,
+    Exit,
+    Failed,
+    JvmExited,
+    Outcome,
+    State,
+    StopCause,
+    Stopped,
+    Stopping,
+)
 from h2o_k8s_discovery.config.h2o_args import H2OArgs, read_h2o_args
 from h2o_k8s_discovery.config.redaction import redacted
 from h2o_k8s_discovery.config.rest_security import RestAccess
@@ -67,90 +80,6 @@ _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.
 #: Once the JVM runs, these begin the graceful shutdown; HUP and QUIT are only forwarded (H2O
 #: and the JVM give them their own meaning, e.g. QUIT prints a thread dump).
 _SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
-
-
-class State(Enum):
-    """Where ``run`` is in its lifecycle; each state is one step."""
-
-    LAUNCH_EARLY = "launch-early"
-    """The JVM starts on a flatfile pipe, before the lookup."""
-    SERVE_PROBES = "serve-probes"
-    """The probe server binds the API port."""
-    FIND_PEERS = "find-peers"
-    """The lookup, then the agreement with the peers."""
-    HAND_OVER = "hand-over"
-    """The peers go into the pipe of the JVM that waits for them."""
-    LAUNCH = "launch"
-    """The flatfile is written and the JVM started on it."""
-    RUN = "run"
-    """The JVM runs with its peers, watched, until it exits."""
-    DISCARD = "discard"
-    """The early-started JVM is killed: it never got its peers."""
-
-
-#: The states in order when every step is done, without and with the early start.
-PLAIN_PATH = (State.SERVE_PROBES, State.FIND_PEERS, State.LAUNCH, State.RUN)
-EARLY_PATH = (State.LAUNCH_EARLY, State.SERVE_PROBES, State.FIND_PEERS, State.HAND_OVER, State.RUN)
-#: The states of the early path in which a JVM runs that has no peers (yet, or ever).
-_JVM_WAITING = frozenset({State.SERVE_PROBES, State.FIND_PEERS, State.HAND_OVER, State.DISCARD})
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The step did what it is for."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The step could not be done; ``status`` is the exit status that says why."""
-
-    status: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stopped:
-    """A stop signal ended the step (or the JVM that waited for its peers died)."""
-
-
-@dataclass(frozen=True, slots=True)
-class JvmExited:
-    """The JVM has ended with ``status``; ``by_itself``: nobody here killed it."""
-
-    status: int
-    by_itself: bool = True
-
-
-Outcome = Done | Failed | Stopped | JvmExited
-
-
-@dataclass(frozen=True, slots=True)
-class Exit:
-    """The end of the lifecycle, with the container's exit status."""
-
-    status: int
-
-
-class StopCause(Enum):
-    """Why the running H2O is being stopped."""
-
-    SIGNAL = "signal"
-    CLOUD_LOST = "cloud-lost"
-    NOT_FORMED = "not-formed"
-
-
-#: The exit status of a pod whose H2O was stopped for these causes (a signal: the JVM's own).
-_STATUS_OF_STOP = {
-    StopCause.CLOUD_LOST: exit_codes.CLOUD_LOST,
-    StopCause.NOT_FORMED: exit_codes.LOOKUP_FAILED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Stopping:
-    """A stop of the running H2O under way: why, and the task that ends with its status."""
-
-    cause: StopCause
-    task: asyncio.Task[int]
 
 
 async def run_entrypoint(
@@ -234,7 +163,7 @@ class Entrypoint:
     @property
     def jvm_waits_for_peers(self) -> bool:
         """True while an early-started JVM runs without peers (until the hand-over, or its end)."""
-        return self.path is EARLY_PATH and self.at in _JVM_WAITING
+        return self.path is EARLY_PATH and self.at in JVM_WAITING
 
     async def run(self) -> int:
         self.supervisor.start()
@@ -282,11 +211,11 @@ class Entrypoint:
             return jvm.status if jvm.by_itself else self.discarded_for
         if self.stopping is None:
             return jvm.status
-        return _STATUS_OF_STOP.get(self.stopping.cause, jvm.status)
+        return STATUS_OF_STOP.get(self.stopping.cause, jvm.status)
 
     def _end_before_peers(self, state: State, status: int) -> State | Exit:
         """The path ends before H2O has its peers: with ``status``, the waiting JVM discarded."""
-        if self.path is EARLY_PATH and state in _JVM_WAITING:
+        if self.path is EARLY_PATH and state in JVM_WAITING:
             self.discarded_for = status
             return State.DISCARD
         return Exit(status)
