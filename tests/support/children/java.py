@@ -125,11 +125,19 @@ def serve_cloud() -> None:
 
 
 def start_grandchild() -> None:
-    """A child in this process group that records its own signals and idles."""
+    """A child in this process group that records its own signals and idles; returns once the
+    child is ready, so that whatever this stand-in does next happens with the child in place."""
+    ready_read, ready_write = os.pipe()
     if os.fork() == 0:
+        os.close(ready_read)
         record(1, name="grandchild-signals")
         touch("grandchild-ready")
+        os.write(ready_write, b"+")
+        os.close(ready_write)
         idle()
+    os.close(ready_write)
+    os.read(ready_read, 1)
+    os.close(ready_read)
 
 
 def zombies() -> list[int]:
@@ -176,11 +184,12 @@ def fork_and_exit(which: str) -> int:
 
 
 def main() -> int:
-    (EVIDENCE / "argv.json").write_text(json.dumps({"argv": sys.argv, "env": dict(os.environ)}))
-    touch("started")
-    # Python ignores SIGPIPE and turns SIGINT into an exception; a JVM does neither.
+    # Python ignores SIGPIPE and turns SIGINT into an exception; a JVM does neither. Before
+    # "started": a test that signals a starting JVM waits for that file.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    (EVIDENCE / "argv.json").write_text(json.dumps({"argv": sys.argv, "env": dict(os.environ)}))
+    touch("started")
     modes = os.environ.get("STAND_IN_MODE", "exit:0").split("+")
     for mode in modes:
         name, _, arg = mode.partition(":")
