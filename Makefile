@@ -36,8 +36,8 @@ system-deps:
 # without the cache too, only slower: a failed preparation is reported, not fatal (its own test,
 # tests/test_startup_cache_jvm.py, fails on it).
 jar: setup
-	$(PY) -m h2o_k8s_discovery.jar
-	H2O_JAR="$$($(PY) -m h2o_k8s_discovery.jar --quiet)" \
+	$(PY) -m h2o_k8s_discovery.jvm.jar
+	H2O_JAR="$$($(PY) -m h2o_k8s_discovery.jvm.jar --quiet)" \
 	  $(VENV)/bin/h2o-k8s-discovery prepare-jvm --if-missing \
 	  || echo "warning: no JVM start-up cache; H2O will start without it" >&2
 

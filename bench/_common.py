@@ -1,6 +1,6 @@
 """Shared machinery of the benchmarks: statistics, tables, simulated clusters, kubelet pollers.
 
-Two ways of running N simulated pods (network namespaces from ``tests.pods``) are compared:
+Two ways of running N simulated pods (network namespaces from ``k8s_sim.pods``) are compared:
 
 - ``Impl.OURS``: each pod runs ``h2o-k8s-discovery run -- -ice_root <ice>``, which serves the
   probes, polls the headless Service's A records, writes a flatfile and starts the JVM;
@@ -51,11 +51,12 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from bench._kubelet import Endpoints, PodAddress, ProbeSpec, ReadinessProber
-from h2o_k8s_discovery.cloud import CloudStatus
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from tests.manifests import Deployment, deployment
-from tests.pods import H2O_PORT, Pod, PodNetwork, PodNetworkError
+from h2o_k8s_discovery.cloud.status import CloudStatus
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from k8s_sim.dns import ServerThread
+from k8s_sim.manifests import Deployment, deployment
+from k8s_sim.pods import H2O_PORT, Pod, PodNetwork, PodNetworkError
 
 T = TypeVar("T")
 
@@ -593,7 +594,7 @@ class Cluster:
         try:
             net = self._enter_network()
             self.pods = [net.add_pod(f"h2o-{i}") for i in range(self.spec.size)]
-            self._dns = self._stack.enter_context(ThreadedDnsServer(net.gateway, 53))
+            self._dns = self._stack.enter_context(ServerThread(DnsServer(net.gateway, 53)))
             self._stack.callback(self._halt_observers)
         except BaseException:
             self._stack.close()

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from h2o_k8s_discovery.dns_server import DnsServer
-from tests.pods import Pod
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
+from k8s_sim.pods import Pod
 
 Clock = Callable[[], float]
 

@@ -8,7 +8,7 @@ the server runs in another process, so this is our code and dnspython alone), an
 millisecond of wall time.
 
 Servers: the embedded ``DnsServer`` (a Python process of its own) and a real dnsmasq
-(``tests/dnsmasq.py``). Beyond ~73 records the EDNS-1232 UDP answer is truncated and the
+(``k8s_sim/dnsmasq.py``). Beyond ~73 records the EDNS-1232 UDP answer is truncated and the
 resolver asks again over TCP; the "transport" column is what a direct probe saw. A DNS message
 holds at most 64 KiB, about 4090 A records: 5000 peers cannot be answered whole by *any* server
 over one TCP message, so that row shows ``truncated`` (our code raises ``DnsQueryError`` kind
@@ -45,10 +45,10 @@ from bench._common import (
     progress,
     summarize,
 )
-from h2o_k8s_discovery.dns_query import EDNS_PAYLOAD, make_resolver, poll_once
+from h2o_k8s_discovery.config.settings import LookupSettings, Nameserver
+from h2o_k8s_discovery.discovery.query import EDNS_PAYLOAD, make_resolver, poll_once
 from h2o_k8s_discovery.errors import DnsQueryError
-from h2o_k8s_discovery.settings import LookupSettings, Nameserver
-from tests.dnsmasq import running_dnsmasq
+from k8s_sim.dnsmasq import running_dnsmasq
 
 SERVICE = "h2o-service.h2o-statefulset.svc.cluster.local"
 SIZES = (3, 100, 1000, 4000, 5000)

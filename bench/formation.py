@@ -70,7 +70,7 @@ from bench._common import (
     wait_until,
 )
 from bench._timeline import EVENTS, Moments, pod_moments, prober_moments
-from tests.pods import H2O_PORT
+from k8s_sim.pods import H2O_PORT
 
 HOLD = 5.0
 POLL_PERIOD = 0.15

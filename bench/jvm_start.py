@@ -13,7 +13,7 @@ gives ``run``); *libraries + archive recorded at exit* (a dynamic archive record
 idle start, as the cache once shipped it: H2O then binds ``POST /4/sessions`` to the wrong
 method and the first session kills the cloud; measured for comparison, never shipped).
 
-How: every run builds fresh pods (``tests.pods``: network namespaces, own tmpdir and ice_root),
+How: every run builds fresh pods (``k8s_sim.pods``: network namespaces, own tmpdir and ice_root),
 a static flatfile listing the three pods' ``<ip>:54321`` and a new cloud name, starts the three
 ``java`` processes directly (no entrypoint, no DNS: only the JVM's start differs between
 variants), polls each pod every 50 ms from a thread of its own, and tears everything down before
@@ -58,11 +58,11 @@ from bench._common import (
     progress,
     summarize,
 )
-from h2o_k8s_discovery.settings import default_startup_cache
-from h2o_k8s_discovery.startup_cache import StartupCache, startup_options
-from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
-from tests.h2o_jvm import record_cds_archive
-from tests.pods import H2O_PORT, Pod, PodNetwork
+from h2o_k8s_discovery.config.settings import default_startup_cache
+from h2o_k8s_discovery.jvm.startup_cache import StartupCache, startup_options
+from h2o_k8s_discovery.jvm.startup_prepare import ensure_startup_cache
+from k8s_sim.h2o_jvm import record_cds_archive
+from k8s_sim.pods import H2O_PORT, Pod, PodNetwork
 
 SIZE = 3
 POLL = 0.05

@@ -52,7 +52,7 @@ from bench._common import (
     timelines,
     wait_until,
 )
-from tests.pods import H2O_PORT
+from k8s_sim.pods import H2O_PORT
 
 SIZE = 3
 PERIOD = 0.02

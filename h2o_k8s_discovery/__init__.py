@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from h2o_k8s_discovery.constraints import StopReason
+from h2o_k8s_discovery.config.settings import LookupSettings, RecordType, Settings
+from h2o_k8s_discovery.discovery.constraints import StopReason
 from h2o_k8s_discovery.errors import (
     ConfigError,
     DnsQueryError,
@@ -22,12 +23,11 @@ from h2o_k8s_discovery.errors import (
     H2OK8sDiscoveryError,
     LaunchError,
 )
-from h2o_k8s_discovery.flatfile import parse_flatfile, render_flatfile, write_flatfile
+from h2o_k8s_discovery.flatfile.format import parse_flatfile, render_flatfile, write_flatfile
 from h2o_k8s_discovery.peers import Peer
-from h2o_k8s_discovery.settings import LookupSettings, RecordType, Settings
 
 if TYPE_CHECKING:
-    from h2o_k8s_discovery.discovery import LookupResult, discover_peers
+    from h2o_k8s_discovery.discovery.lookup import LookupResult, discover_peers
 
 __version__ = "0.1.0"
 
@@ -52,8 +52,8 @@ __all__ = [
 
 #: Names of the API that live in a module imported on first use.
 _LAZY = {
-    "LookupResult": "h2o_k8s_discovery.discovery",
-    "discover_peers": "h2o_k8s_discovery.discovery",
+    "LookupResult": "h2o_k8s_discovery.discovery.lookup",
+    "discover_peers": "h2o_k8s_discovery.discovery.lookup",
 }
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from h2o_k8s_discovery.cli import main
+from h2o_k8s_discovery.commands.cli import main
 
 sys.exit(main())

@@ -14,8 +14,9 @@ Marking the modules absent in ``sys.modules`` before anything imports them makes
 ``import ssl`` and ``import _hashlib`` fail that way. A process that already has them (a test
 run, a library user's program) keeps them: only a fresh ``run`` or ``sidecar`` does without.
 
-When H2O serves HTTPS (``-jks``, ``H2O_REST_CA_FILE``: ``rest_security.py``) the watcher needs
-``ssl``, so the CLI does not call ``keep_openssl_out`` at all and the pod carries OpenSSL.
+When H2O serves HTTPS (``-jks``, ``H2O_REST_CA_FILE``: ``config/rest_security.py``) the
+watcher needs ``ssl``, so the CLI does not call ``keep_openssl_out`` at all and the pod carries
+OpenSSL.
 """
 
 from __future__ import annotations

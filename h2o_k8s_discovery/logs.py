@@ -71,7 +71,7 @@ class _QuietBadRequests(logging.Filter):
             return True
         if logging.getLogger("h2o_k8s_discovery").isEnabledFor(logging.DEBUG):
             error = record.exc_info[1] if record.exc_info else None
-            logging.getLogger("h2o_k8s_discovery.probes").debug(
+            logging.getLogger("h2o_k8s_discovery.server.probes").debug(
                 "bad request refused: %s", error or record.getMessage()
             )
         return False

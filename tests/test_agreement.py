@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from h2o_k8s_discovery.agreement import ask_peers, next_set, reach_agreement
-from h2o_k8s_discovery.cloud import CloudStatus
-from h2o_k8s_discovery.node_state import NodeState, Phase
+from h2o_k8s_discovery.cloud.status import CloudStatus
+from h2o_k8s_discovery.discovery.agreement import ask_peers, next_set, reach_agreement
 from h2o_k8s_discovery.peers import Peer, Snapshot, snapshot
-from h2o_k8s_discovery.probes import ProbeServer
-from tests.net import free_port
+from h2o_k8s_discovery.server.node_state import NodeState, Phase
+from h2o_k8s_discovery.server.probes import ProbeServer
+from k8s_sim.net import free_port
 
 PEERS = snapshot([Peer.parse(f"127.0.0.{i}", 54321) for i in (1, 2, 3)])
 ME = PEERS[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tenacity import RetryCallState, Retrying
 
-from h2o_k8s_discovery.backoff import exponential_jitter
+from h2o_k8s_discovery.discovery.backoff import exponential_jitter
 
 
 def state_at(attempt: int) -> RetryCallState:

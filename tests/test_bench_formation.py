@@ -25,8 +25,9 @@ from bench._common import (
 from bench._kubelet import EndpointChange, Endpoints, ProbeResult, Readiness, probe_succeeded
 from bench._timeline import entrypoint_moments, h2o_moments, prober_moments
 from bench.formation import Run, one_formed_leader, pair_ratios, settled_at
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.commands.demo_dns import DnsServer
+from h2o_k8s_discovery.config.settings import Settings
+from k8s_sim.dns import ServerThread
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ PODS = [Address(f"h2o-{i}", f"198.18.0.{11 + i}") for i in range(3)]
 
 @pytest.fixture
 def server() -> Iterator[DnsServer]:
-    with ThreadedDnsServer("127.0.0.1") as dns_server:
+    with ServerThread(DnsServer("127.0.0.1")) as dns_server:
         yield dns_server
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.manifests import MANIFEST_DIR, manifest_files
+from k8s_sim.manifests import MANIFEST_DIR, manifest_files
 
 REPO = Path(__file__).resolve().parent.parent
 #: Kept as H2O documents it, so that it shows what changes (only the image) and nothing more.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from tests.net import free_port
+from k8s_sim.net import free_port
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
 from tests.test_settings import BAD_VALUES
 
 SERVICE = "h2o-service.h2o.svc.cluster.local"

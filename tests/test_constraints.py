@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_k8s_discovery.constraints import LookupConstraints, Observation, StopReason
+from h2o_k8s_discovery.discovery.constraints import LookupConstraints, Observation, StopReason
 from h2o_k8s_discovery.peers import Peer
 
 

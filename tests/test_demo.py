@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from tests.net import free_port_pair, free_port_run
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from k8s_sim.net import free_port_pair, free_port_run
 
 
 def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.constraints import StopReason
-from h2o_k8s_discovery.discovery import PollEvent, discover_peers
-from h2o_k8s_discovery.dns_server import DnsServer, Fault
-from h2o_k8s_discovery.flatfile import render_flatfile
+from h2o_k8s_discovery.config.settings import LookupSettings, Nameserver, RecordType
+from h2o_k8s_discovery.discovery.constraints import StopReason
+from h2o_k8s_discovery.discovery.lookup import PollEvent, discover_peers
+from h2o_k8s_discovery.flatfile.format import render_flatfile
 from h2o_k8s_discovery.peers import Peer
-from h2o_k8s_discovery.settings import LookupSettings, Nameserver, RecordType
-from tests.dnsmasq import requires_dnsmasq, running_dnsmasq
-from tests.net import free_port
+from k8s_sim.dnsmasq import requires_dnsmasq, running_dnsmasq
+from k8s_sim.net import free_port
+from tests.support.dns_server import DnsServer, Fault
 
 SERVICE = "h2o-service.h2o.svc.cluster.local"
 

@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2o_k8s_discovery.dns_server import DnsServer, Fault, ThreadedDnsServer, Transport
-from tests.dnsmasq import requires_dnsmasq, running_dnsmasq
+from k8s_sim.dnsmasq import requires_dnsmasq, running_dnsmasq
+from tests.support.dns_server import DnsServer, Fault, ThreadedDnsServer, Transport
 
 SERVICE = "h2o.default.svc.cluster.local."
 SHORT = 0.3  # seconds: lifetime for queries that are expected to go unanswered

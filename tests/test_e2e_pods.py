@@ -10,23 +10,17 @@ moved: the jar's path, and the paths under /tmp.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.probes import HEALTH_PATH
-from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet, get_json
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
+from h2o_k8s_discovery.server.probes import HEALTH_PATH
+from k8s_sim.pods import Pod, requires_root
+from tests.support.cluster import SimulatedCluster, simulated_pods
+from tests.support.kubelet import Kubelet, get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 
@@ -35,73 +29,18 @@ SEED = "h2o-compatible.yaml"
 OURS = "h2o-cluster.yaml"
 
 
-@dataclass
-class Cluster:
-    network: PodNetwork
-    dns: DnsServer
-    pods: list[Pod]
-    manifest: Deployment
-
-    @property
-    def service(self) -> str:
-        return self.settings.lookup.service_dns
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.manifest.pod_env("198.18.0.1"))
-
-    @property
-    def api_port(self) -> int:
-        return self.settings.probe.api_port
-
-    def kubelet(self) -> Kubelet:
-        probe = self.manifest.probe("readinessProbe")
-        assert probe is not None
-        path, port = probe
-        return Kubelet(self.pods, port, path)
-
+class Cluster(SimulatedCluster):
     def publish(self, pods: list[Pod]) -> None:
         self.dns.set_records(self.service, a=[pod.ip for pod in pods])
 
     def start_entrypoints(self) -> list[subprocess.Popen[bytes]]:
-        return [self.start_entrypoint(pod) for pod in self.pods]
-
-    def start_entrypoint(self, pod: Pod) -> subprocess.Popen[bytes]:
-        """The manifest's env and args, with the per-pod paths moved into the pod's workdir."""
-        env = self.manifest.pod_env(pod.ip)
-        env |= {
-            "PATH": os.environ["PATH"],
-            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
-            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
-            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
-        }
-        args = [
-            arg.replace("/tmp/", f"{pod.workdir}/") if arg.startswith("/tmp/") else arg
-            for arg in self.manifest.args() or ["-ice_root", str(pod.ice_root)]
-        ]
-        return pod.spawn(
-            [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", *args],
-            env=env,
-            log_path=pod.workdir / "entrypoint.log",
-        )
-
-    def logs(self) -> str:
-        parts = []
-        for pod in self.pods:
-            log = pod.workdir / "entrypoint.log"
-            text = log.read_text(errors="replace") if log.exists() else ""
-            lines = [line for line in text.splitlines() if "h2o_k8s_discovery" in line]
-            parts.append(f"--- {pod.name}\n" + "\n".join(lines[-30:]))
-        return "\n".join(parts)
+        return [self.start(pod) for pod in self.pods]
 
 
 @pytest.fixture(params=[SEED, OURS])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    manifest = deployment(request.param)
-    with PodNetwork() as network:
-        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
-        with ThreadedDnsServer(network.gateway, 53) as dns:
-            yield Cluster(network=network, dns=dns, pods=pods, manifest=manifest)
+    with simulated_pods(request.param) as (network, dns, pods, manifest):
+        yield Cluster(network, dns, pods, manifest)
 
 
 def wait_exit(process: subprocess.Popen[bytes], deadline: float) -> int | None:

@@ -13,28 +13,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import signal
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet, get_json
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
-from tests.tls_material import make_keystore, new_password, secret_file
+from k8s_sim.pods import Pod, requires_root
+from tests.support.cluster import SimulatedCluster, simulated_pods
+from tests.support.kubelet import get_json
+from tests.support.tls_material import make_keystore, new_password, secret_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(480)]
 
@@ -76,63 +70,40 @@ def make_secrets(directory: Path, user: str) -> Secrets:
 
 
 @dataclass
-class SecuredCluster:
-    network: PodNetwork
-    pods: list[Pod]
-    manifest: Deployment
-    secrets: Secrets
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.manifest.pod_env("198.18.0.1"))
+class SecuredCluster(SimulatedCluster):
+    secrets: Secrets = field(kw_only=True)
 
     def moved(self, value: str, pod: Pod) -> str:
         """A manifest path moved to where this test keeps it."""
-        if value.startswith("/tmp/"):
-            value = value.replace("/tmp/", f"{pod.workdir}/", 1)
-        return value.replace(MOUNT, f"{self.secrets.directory}/")
+        return super().moved(value, pod).replace(MOUNT, f"{self.secrets.directory}/")
 
-    def start_entrypoint(self, pod: Pod) -> subprocess.Popen[bytes]:
-        env = {name: self.moved(v, pod) for name, v in self.manifest.pod_env(pod.ip).items()}
-        env |= {
-            "PATH": os.environ["PATH"],
-            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
-            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
-            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
-            "H2O_JVM_STARTUP_CACHE": "off",
-        }
-        args = [self.moved(arg, pod) for arg in self.manifest.args()]
-        return pod.spawn(
-            [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", *args],
-            env=env,
-            log_path=pod.workdir / "entrypoint.log",
-        )
+    def manifest_env(self, pod: Pod) -> dict[str, str]:
+        return {name: self.moved(v, pod) for name, v in super().manifest_env(pod).items()}
 
-    def kubelet(self) -> Kubelet:
-        probe = self.manifest.probe("readinessProbe")
-        assert probe is not None
-        return Kubelet(self.pods, probe[1], probe[0])
-
-    def logs(self) -> str:
+    def logs(self, lines: int = 0) -> str:
         """Everything each pod printed (H2O's output included) and H2O's own log files."""
         parts = []
         for pod in self.pods:
-            parts.append((pod.workdir / "entrypoint.log").read_text(errors="replace"))
+            parts.append(self.log(pod))
             parts += [p.read_text(errors="replace") for p in pod.workdir.rglob("h2o-logs/*")]
         return "\n".join(parts)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SecuredCluster]:
-    manifest = deployment(MANIFEST)
-    user = manifest.pod_env("198.18.0.1")["H2O_REST_USER"]
-    secrets = make_secrets(tmp_path / "h2o-security", user)
-    with PodNetwork() as network:
-        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
-        with ThreadedDnsServer(network.gateway, 53) as dns:
-            service = Settings.from_env(manifest.pod_env("198.18.0.1")).lookup.service_dns
-            dns.set_records(service, a=[pod.ip for pod in pods])
-            yield SecuredCluster(network, pods, manifest, secrets)
+    with simulated_pods(MANIFEST) as (network, dns, pods, manifest):
+        user = manifest.pod_env("198.18.0.1")["H2O_REST_USER"]
+        secrets = make_secrets(tmp_path / "h2o-security", user)
+        cluster = SecuredCluster(
+            network,
+            dns,
+            pods,
+            manifest,
+            extra_env={"H2O_JVM_STARTUP_CACHE": "off"},
+            secrets=secrets,
+        )
+        dns.set_records(cluster.service, a=[pod.ip for pod in pods])
+        yield cluster
 
 
 def h2o_cloud(pod: Pod, cluster: SecuredCluster, password: str | None) -> tuple[int, Any]:
@@ -154,7 +125,7 @@ def h2o_cloud(pod: Pod, cluster: SecuredCluster, password: str | None) -> tuple[
 def test_a_secured_cloud_forms_and_keeps_its_passwords(cluster: SecuredCluster) -> None:
     """Login, HTTPS and node TLS: one Ready leader, a cloud of 3, no password shown anywhere."""
     started = time.monotonic()
-    processes = [cluster.start_entrypoint(pod) for pod in cluster.pods]
+    processes = [cluster.start(pod) for pod in cluster.pods]
     try:
         kubelet = cluster.kubelet()
         try:
@@ -200,7 +171,7 @@ def test_a_secured_cloud_forms_and_keeps_its_passwords(cluster: SecuredCluster) 
 def test_a_wrong_password_keeps_every_pod_unready(cluster: SecuredCluster) -> None:
     """A password the realm refuses: /status says what to fix and no pod ever turns Ready."""
     (cluster.secrets.directory / "rest-password").write_text(new_password() + "\n")
-    processes = [cluster.start_entrypoint(pod) for pod in cluster.pods]
+    processes = [cluster.start(pod) for pod in cluster.pods]
     api_port = cluster.settings.probe.api_port
     try:
         deadline = time.monotonic() + FORMATION_DEADLINE

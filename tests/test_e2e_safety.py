@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet, Sample, get_json
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
+from k8s_sim.pods import requires_root
+from tests.support.cluster import SimulatedCluster, simulated_pods
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
+from tests.support.kubelet import Kubelet, Sample, get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 
@@ -31,69 +25,15 @@ LOOKUP_FAILED = 69
 CLOUD_LOST = 70
 
 
-@dataclass
-class Scenario:
-    network: PodNetwork
-    dns: DnsServer
-    pods: list[Pod]
-    manifest: Deployment
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.manifest.pod_env("198.18.0.1"))
-
-    def kubelet(self) -> Kubelet:
-        path, port = self.manifest.probe("readinessProbe") or ("", 0)
-        return Kubelet(self.pods, port, path)
-
+class Scenario(SimulatedCluster):
     def publish(self, ips: list[str], server: DnsServer | None = None) -> None:
-        (server or self.dns).set_records(self.settings.lookup.service_dns, a=ips)
-
-    def start(self, pod: Pod, **overrides: str) -> subprocess.Popen[bytes]:
-        env = self.manifest.pod_env(pod.ip) | {
-            "PATH": os.environ["PATH"],
-            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
-            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
-            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
-            **overrides,
-        }
-        argv = [sys.executable, "-m", "h2o_k8s_discovery", "run", "--"]
-        argv += ["-ice_root", str(pod.ice_root)]
-        process = pod.spawn(argv, env=env, log_path=pod.workdir / "entrypoint.log")
-        self.processes[pod.name] = process
-        return process
-
-    def log(self, pod: Pod) -> str:
-        path = pod.workdir / "entrypoint.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def java_pids(self, pod: Pod) -> list[int]:
-        pids = []
-        for pid in pod.pids():
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except FileNotFoundError:
-                continue
-            if comm == "java":
-                pids.append(pid)
-        return pids
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            process.wait(timeout=self.settings.launch.shutdown_grace + 5)
+        (server or self.dns).set_records(self.service, a=ips)
 
 
 @pytest.fixture
 def scenario() -> Iterator[Scenario]:
-    manifest = deployment(MANIFEST)
-    with PodNetwork() as network:
-        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
-        with ThreadedDnsServer(network.gateway, 53) as dns:
-            yield Scenario(network, dns, pods, manifest)
+    with simulated_pods(MANIFEST) as (network, dns, pods, manifest):
+        yield Scenario(network, dns, pods, manifest, manifest_args=False)
 
 
 def never_two_ready(samples: list[Sample]) -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet, get_json
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from k8s_sim.manifests import Deployment, deployment
+from k8s_sim.pods import Pod, PodNetwork, requires_root
+from tests.support.dns_server import ThreadedDnsServer
+from tests.support.kubelet import Kubelet, get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from tests.kubelet import Kubelet, get_json
-from tests.manifests import deployment
-from tests.pods import Pod, PodNetwork, requires_root
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from k8s_sim.manifests import deployment
+from k8s_sim.pods import Pod, PodNetwork, requires_root
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
+from tests.support.kubelet import Kubelet, get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(600)]
 

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from h2o_k8s_discovery.errors import FlatfileError
-from h2o_k8s_discovery.flatfile import parse_flatfile, render_flatfile, write_flatfile
-from h2o_k8s_discovery.flatfile_pipe import feed_flatfile_pipe, make_flatfile_pipe
+from h2o_k8s_discovery.flatfile.format import parse_flatfile, render_flatfile, write_flatfile
+from h2o_k8s_discovery.flatfile.pipe import feed_flatfile_pipe, make_flatfile_pipe
 from h2o_k8s_discovery.peers import Peer
 
 PEER = Peer.parse("10.0.0.1", 54321)

@@ -37,7 +37,7 @@ def test_the_command_line_imports_no_heavy_module() -> None:
     loaded = fresh_python(
         """
         import json, sys
-        import h2o_k8s_discovery.cli
+        import h2o_k8s_discovery.commands.cli
         heavy = ("asyncio", "aiohttp", "dns", "tenacity", "ssl", "hashlib", "_hashlib")
         print(json.dumps([name for name in heavy if name in sys.modules]))
         """
@@ -53,10 +53,10 @@ def test_run_and_sidecar_work_without_openssl() -> None:
         from pathlib import Path
         from h2o_k8s_discovery.footprint import keep_openssl_out
         keep_openssl_out()
-        import h2o_k8s_discovery.runner, h2o_k8s_discovery.sidecar
+        import h2o_k8s_discovery.commands.run, h2o_k8s_discovery.commands.sidecar
         import aiohttp.connector, hashlib, hmac
-        from h2o_k8s_discovery import metrics
-        from h2o_k8s_discovery.node_state import NodeState
+        from h2o_k8s_discovery.server import metrics
+        from h2o_k8s_discovery.server.node_state import NodeState
         rendered = metrics.render(NodeState())
         maps = Path("/proc/self/maps").read_text()
         print(json.dumps({

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
+from h2o_k8s_discovery.config.h2o_args import H2OArgs, normalise_context_path, read_h2o_args
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.h2o_args import H2OArgs, normalise_context_path, read_h2o_args
 
 POD_IP = ipaddress.ip_address("10.0.0.5")
 

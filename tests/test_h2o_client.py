@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import default_startup_cache
-from h2o_k8s_discovery.startup_prepare import ensure_startup_cache
-from tests.h2o_client import client_session
-from tests.kubelet import get_json
-from tests.manifests import deployment
-from tests.net import free_port_run
-from tests.pods import PodNetwork, requires_root
+from h2o_k8s_discovery.config.settings import default_startup_cache
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.startup_prepare import ensure_startup_cache
+from k8s_sim.manifests import deployment
+from k8s_sim.net import free_port_run
+from k8s_sim.pods import PodNetwork, requires_root
+from tests.support.dns_server import ThreadedDnsServer
+from tests.support.h2o_client import client_session
+from tests.support.kubelet import get_json
 from tests.test_e2e_pods import Cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -40,10 +40,10 @@ from typing import Any, TypeVar
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import LookupSettings, ProbeSettings
-from tests.net import free_port, free_port_pair
+from h2o_k8s_discovery.config.settings import LookupSettings, ProbeSettings
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from k8s_sim.net import free_port, free_port_pair
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
 
 T = TypeVar("T")
 

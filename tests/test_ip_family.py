@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings, Settings
+from h2o_k8s_discovery.discovery.ip_family import (
+    address_in_hosts_file,
+    choose_family,
+    with_ip_family,
+)
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.ip_family import address_in_hosts_file, choose_family, with_ip_family
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings, Settings
 
 BASE = {"H2O_KUBERNETES_SERVICE_DNS": "h2o.ns.svc.cluster.local"}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from h2o_k8s_discovery.config.redaction import redacted
+from h2o_k8s_discovery.config.settings import LaunchSettings
 from h2o_k8s_discovery.errors import LaunchError
-from h2o_k8s_discovery.jvm import check_jar, jvm_command, jvm_environment
-from h2o_k8s_discovery.redaction import redacted
-from h2o_k8s_discovery.settings import LaunchSettings
+from h2o_k8s_discovery.jvm.command import check_jar, jvm_command, jvm_environment
 
 
 def test_command_line() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.probes import HEALTH_PATH, LEADER_PATH
-from h2o_k8s_discovery.rest_security import parse_h2o_args
-from h2o_k8s_discovery.settings import Settings
-from tests.manifests import Deployment, Resource, deployments, load, manifest_files
+from h2o_k8s_discovery.config.rest_security import parse_h2o_args
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.server.probes import HEALTH_PATH, LEADER_PATH
+from k8s_sim.manifests import Deployment, Resource, deployments, load, manifest_files
 
 DEPLOYMENTS = deployments()
 IDS = [d.path.name for d in DEPLOYMENTS]

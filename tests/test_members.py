@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 import aiohttp
 import pytest
 
-from h2o_k8s_discovery.cloud_watch import cloud_url, fetch_cloud_status
-from h2o_k8s_discovery.members import (
+from h2o_k8s_discovery.cloud.client import cloud_url, fetch_cloud_status
+from h2o_k8s_discovery.cloud.members import (
     REFUSED_REASON,
     Contact,
     MemberLedger,

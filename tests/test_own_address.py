@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.pod_ip import (
+from h2o_k8s_discovery.config.settings import IpFamily
+from h2o_k8s_discovery.discovery.own_address import (
     KnownAddress,
     address_in_hosts,
     early_start_address,
     known_address,
 )
-from h2o_k8s_discovery.settings import IpFamily
-from tests.net import free_port
+from h2o_k8s_discovery.errors import ConfigError
+from k8s_sim.net import free_port
 
 #: What kubelet writes into a StatefulSet pod's /etc/hosts (pod h2o-1 of Service h2o-service).
 KUBELET_HOSTS = """\
@@ -104,7 +104,7 @@ def test_early_start_follows_the_setting_and_the_address(
     assert early_start_address(None, known) == ADDRESS
     assert early_start_address(True, known) == ADDRESS
     assert early_start_address(False, known) is None
-    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.pod_ip")
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.discovery.own_address")
     assert early_start_address(None, unknown) is None
     assert "no early JVM start: POD_IP is not set" in caplog.text
     with pytest.raises(ConfigError, match="H2O_JVM_EARLY_START=true needs this pod's address"):

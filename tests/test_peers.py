@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from h2o_k8s_discovery.peers import IPAddress, Peer, parse_member
 
-JAVA_SOURCE = Path(__file__).parent / "children" / "HostAddress.java"
+JAVA_SOURCE = Path(__file__).parent / "support" / "children" / "HostAddress.java"
 
 
 def java_host_address(ip: IPAddress) -> str:

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 import pytest
 
 from h2o_k8s_discovery.errors import H2OK8sDiscoveryError
-from h2o_k8s_discovery.jar import (
+from h2o_k8s_discovery.jvm.jar import (
     cached_jar_path,
     default_cache_dir,
     ensure_h2o_jar,
     extract_h2o_jar,
 )
-from tests.pods import (
+from k8s_sim.pods import (
     H2O_PORT,
     NETNS_ETC,
     PREFIX,
@@ -289,7 +289,7 @@ def test_cleanup_runs_on_an_exception(tmp_path: Path) -> None:
 CRASH = """
 import os, sys
 sys.path.insert(0, {root!r})
-from tests.pods import PodNetwork
+from k8s_sim.pods import PodNetwork
 net = PodNetwork().__enter__()
 pod = net.add_pod("crashed")
 pod.spawn(["sleep", "600"])

@@ -14,15 +14,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from h2o_k8s_discovery.cloud import CloudStatus
-from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
+from h2o_k8s_discovery.cloud.client import CloudWatcher, cloud_url
+from h2o_k8s_discovery.cloud.members import members_to_watch
+from h2o_k8s_discovery.cloud.status import CloudStatus
+from h2o_k8s_discovery.cloud.watch import _leader_peer
 from h2o_k8s_discovery.errors import ProbeServerError
-from h2o_k8s_discovery.members import members_to_watch
-from h2o_k8s_discovery.node_state import NodeState, Phase
 from h2o_k8s_discovery.peers import Peer
-from h2o_k8s_discovery.probes import ProbeServer
-from h2o_k8s_discovery.watch import _leader_peer
-from tests.net import free_port
+from h2o_k8s_discovery.server.node_state import NodeState, Phase
+from h2o_k8s_discovery.server.probes import ProbeServer
+from k8s_sim.net import free_port
 
 PEERS = tuple(Peer.parse(f"10.0.0.{i}", 54321) for i in (1, 2, 3))
 
@@ -123,7 +123,7 @@ def test_silent_node_is_lost_only_after_the_loss_timeout() -> None:
 
 def test_silence_is_logged_when_it_starts_and_ends(caplog: pytest.LogCaptureFixture) -> None:
     """A silence over many polls gives one warning when it starts and one line when it ends."""
-    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.node_state")
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.cloud.view")
     now = [0.0]
     state = forming_state()
     state.clock = lambda: now[0]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from h2o_k8s_discovery.config.redaction import redacted
+from h2o_k8s_discovery.config.rest_security import load_rest_access, parse_h2o_args
+from h2o_k8s_discovery.config.settings import RestSettings
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.redaction import redacted
-from h2o_k8s_discovery.rest_security import load_rest_access, parse_h2o_args
-from h2o_k8s_discovery.settings import RestSettings
-from tests.tls_material import make_keystore, secret_file
+from tests.support.tls_material import make_keystore, secret_file
 
 
 def problems_of(rest: RestSettings, args: list[str] | None) -> str:
@@ -95,10 +95,10 @@ def ssl_loaded_after_loading(rest: str, args: str) -> bool:
     """Whether a fresh interpreter has ``ssl`` after the CLI's imports and ``load_rest_access``."""
     code = (
         "import sys, json\n"
-        "import h2o_k8s_discovery.cli\n"
+        "import h2o_k8s_discovery.commands.cli\n"
         "from pathlib import Path\n"
-        "from h2o_k8s_discovery.rest_security import load_rest_access\n"
-        "from h2o_k8s_discovery.settings import RestSettings\n"
+        "from h2o_k8s_discovery.config.rest_security import load_rest_access\n"
+        "from h2o_k8s_discovery.config.settings import RestSettings\n"
         f"load_rest_access({rest}, {args})\n"
         "print(json.dumps('ssl' in sys.modules))\n"
     )

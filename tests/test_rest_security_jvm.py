@@ -3,7 +3,7 @@
 One H2O JVM on loopback serves HTTPS with a keystore made by keytool (its certificate names
 127.0.0.1) and asks for a login from a hash realm. The keystore has a password of its own, and
 H2O gets it the way ``run`` gives it: as a private copy under H2O's default password
-(``keystore.py``), so no ``-jks_pass`` is on its command line.
+(``jvm/keystore.py``), so no ``-jks_pass`` is on its command line.
 """
 
 from __future__ import annotations
@@ -18,15 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.cloud import CloudStatus
-from h2o_k8s_discovery.cloud_watch import CloudWatcher, cloud_url
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.keystore import with_private_keystore
-from h2o_k8s_discovery.node_state import UNAVAILABLE, NodeState, Phase
+from h2o_k8s_discovery.cloud.client import CloudWatcher, cloud_url
+from h2o_k8s_discovery.cloud.status import CloudStatus
+from h2o_k8s_discovery.config.rest_security import RestAccess
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.keystore import with_private_keystore
 from h2o_k8s_discovery.peers import Peer
-from h2o_k8s_discovery.rest_security import RestAccess
-from tests.h2o_jvm import BareH2O
-from tests.tls_material import Keystore, make_keystore, make_realm, new_password, secret_file
+from h2o_k8s_discovery.server.node_state import UNAVAILABLE, NodeState, Phase
+from k8s_sim.h2o_jvm import BareH2O
+from tests.support.tls_material import (
+    Keystore,
+    make_keystore,
+    make_realm,
+    new_password,
+    secret_file,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

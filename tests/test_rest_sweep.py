@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.archive_proof import h2o_routes
 from h2o_k8s_discovery.errors import StartupCacheError
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.startup_cache import startup_options
-from h2o_k8s_discovery.startup_prepare import prepare_startup_cache
-from tests.h2o_jvm import BareH2O, record_cds_archive
+from h2o_k8s_discovery.jvm.archive_proof import h2o_routes
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.startup_cache import startup_options
+from h2o_k8s_discovery.jvm.startup_prepare import prepare_startup_cache
+from k8s_sim.h2o_jvm import BareH2O, record_cds_archive
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """``run`` as a container's PID 1, in a real PID namespace, with a stand-in ``java``.
 
-The stand-in (tests/reliability/children/java.py, shared with the reliability suite) records
+The stand-in (tests/support/children/java.py, shared with the reliability suite) records
 how it was started and which signals reached it, so these tests check the entrypoint's side of
 the contract: exit statuses passed on, signals forwarded to the JVM's process group, orphans
 reaped, the grace period enforced, and clear 126/127 failures. The real JVM is covered by the
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from tests.net import free_port
+from k8s_sim.net import free_port
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
 
 pytestmark = [
     pytest.mark.root,
@@ -33,7 +33,7 @@ pytestmark = [
 
 SERVICE = "h2o-service.pid1.svc.cluster.local"
 #: The stand-in ``java`` shared with the reliability suite (see its docstring for the modes).
-STAND_IN_JAVA = Path(__file__).parent / "reliability" / "children" / "java.py"
+STAND_IN_JAVA = Path(__file__).parent / "support" / "children" / "java.py"
 REPO = Path(__file__).resolve().parent.parent
 UNSHARE = shutil.which("unshare") or "unshare"
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from h2o_k8s_discovery.config.settings import Nameserver, RecordType, Settings
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.settings import Nameserver, RecordType, Settings
 
 SERVICE = {"H2O_KUBERNETES_SERVICE_DNS": "h2o-service.h2o-statefulset.svc.cluster.local"}
 

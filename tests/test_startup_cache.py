@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.archive_proof import compare_routes, parse_routes
-from h2o_k8s_discovery.class_archive import ArchivedJar
+from h2o_k8s_discovery.config.settings import LaunchSettings, default_startup_cache
 from h2o_k8s_discovery.errors import NotAJarError, StartupCacheError
-from h2o_k8s_discovery.jar_identity import JarIdentity
-from h2o_k8s_discovery.jvm import jvm_command
-from h2o_k8s_discovery.peers import Peer
-from h2o_k8s_discovery.settings import LaunchSettings, default_startup_cache
-from h2o_k8s_discovery.startup_cache import (
+from h2o_k8s_discovery.jvm.archive_proof import compare_routes, parse_routes
+from h2o_k8s_discovery.jvm.class_archive import ArchivedJar
+from h2o_k8s_discovery.jvm.command import jvm_command
+from h2o_k8s_discovery.jvm.jar_identity import JarIdentity
+from h2o_k8s_discovery.jvm.startup_cache import (
     ArchiveRecord,
     StartupCache,
     cached_startup_options,
@@ -26,7 +25,8 @@ from h2o_k8s_discovery.startup_cache import (
     open_startup_cache,
     startup_options,
 )
-from h2o_k8s_discovery.startup_prepare import extract_native_libraries
+from h2o_k8s_discovery.jvm.startup_prepare import extract_native_libraries
+from h2o_k8s_discovery.peers import Peer
 
 X86_64_LINUX = platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
 
@@ -153,7 +153,7 @@ def test_a_cds_archive_in_java_opts_is_warned_about(
     jar: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """JAVA_OPTS that map a class-data-sharing archive get a warning naming the danger."""
-    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.startup_cache")
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.jvm.startup_cache")
     opts = ("-XX:SharedArchiveFile=/opt/h2o.jsa",)
     cached_startup_options(None, explicit=False, jar=jar, java_opts=opts, env={})
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -232,7 +232,7 @@ def test_no_cache_is_an_info_unless_the_user_named_one(
     jar: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An absent default cache is an info; an absent cache the user named is a warning."""
-    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.startup_cache")
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.jvm.startup_cache")
     absent = jar.parent / "absent"
     for explicit, level in ((False, logging.INFO), (True, logging.WARNING)):
         caplog.clear()
@@ -295,7 +295,7 @@ def test_a_cache_path_the_kernel_refuses_is_only_logged(
     jar: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cache directory whose name is too long for the file system: no option, a warning."""
-    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.startup_cache")
+    caplog.set_level(logging.INFO, logger="h2o_k8s_discovery.jvm.startup_cache")
     directory = jar.parent / ("c" * 300)
     assert cached_startup_options(directory, explicit=True, jar=jar, java_opts=(), env={}) == []
     (record,) = caplog.records

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.startup_cache import open_startup_cache, startup_options
-from h2o_k8s_discovery.startup_prepare import prepare_startup_cache
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.startup_cache import open_startup_cache, startup_options
+from h2o_k8s_discovery.jvm.startup_prepare import prepare_startup_cache
 
 pytestmark = pytest.mark.slow
 

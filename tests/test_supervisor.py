@@ -1,4 +1,4 @@
-"""Black-box tests of the Supervisor with real processes (stand-ins in ``tests/children``)."""
+"""Black-box tests of the Supervisor with real processes (stand-ins: ``tests/support/children``)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from h2o_k8s_discovery.errors import LaunchError
-from h2o_k8s_discovery.supervisor import FORWARDED_SIGNALS, Supervisor
+from h2o_k8s_discovery.jvm.supervisor import FORWARDED_SIGNALS, Supervisor
 
-CHILDREN = Path(__file__).parent / "children"
-LOGGER = "h2o_k8s_discovery.supervisor"
+CHILDREN = Path(__file__).parent / "support" / "children"
+LOGGER = "h2o_k8s_discovery.jvm.supervisor"
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: unshare --pid creates a new PID namespace"
@@ -33,7 +33,7 @@ needs_unshare = pytest.mark.skipif(
 
 
 def child(name: str, *args: str) -> list[str]:
-    """The argv running the stand-in child ``tests/children/<name>`` with this interpreter."""
+    """The argv running the stand-in ``tests/support/children/<name>`` with this interpreter."""
     return [sys.executable, str(CHILDREN / name), *args]
 
 

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from h2o_k8s_discovery.jar import default_cache_dir
+from h2o_k8s_discovery.jvm.jar import default_cache_dir
 from tests.image.engines import Docker, run
 
 SUITE = "bookworm"

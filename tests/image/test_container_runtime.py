@@ -3,7 +3,7 @@
 A private dockerd builds the Dockerfile with BuildKit (no ``# syntax=`` frontend image, no
 registry: the external bases are stand-ins from Debian, ``tests/image/standin.py``). The image
 goes through a tarball into podman, as a registry hands layers to a node, and three containers
-of it run in simulated pods (``tests/pods.py``): each in its pod's network namespace, on a
+of it run in simulated pods (``k8s_sim/pods.py``): each in its pod's network namespace, on a
 read-only root with a tmpfs on ``/tmp``, a memory limit, the image's own user, and the hostname,
 ``/etc/hosts`` entry and DNS settings a kubelet writes. Once with the environment of H2O's own
 manifest only (the image's CMD), once with the env and args of ours.
@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
+from k8s_sim.manifests import Deployment, deployment
+from k8s_sim.pods import Pod, PodNetwork, requires_root
 from tests.image.engines import (
     Docker,
     Podman,
@@ -39,9 +40,8 @@ from tests.image.engines import (
     private_interfaces,
 )
 from tests.image.standin import prune, stand_ins
-from tests.kubelet import Kubelet, get_json
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
+from tests.support.dns_server import ThreadedDnsServer
+from tests.support.kubelet import Kubelet, get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from tests.reliability.support import SERVICE, Pod, PodFactory
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
+from tests.support.reliability import SERVICE, Pod, PodFactory
 
 Launch = Callable[..., Pod]
 

@@ -1,7 +1,7 @@
 """DNS changing under a running agreement, through the real ``run`` command.
 
 The pod at 127.0.0.1 is published with a second peer, a simulated pod (a network namespace,
-``tests/pods.py``) where nothing listens, so it never answers ``/peers`` (a second address on
+``k8s_sim/pods.py``) where nothing listens, so it never answers ``/peers`` (a second address on
 loopback would reach this very pod's probe server, which listens on every address): the
 agreement cannot complete, so the test sees what the pod does with each fresh DNS answer
 while it waits. Without an expected count nothing tells a whole view from a partial one; the
@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer
-from tests.pods import PodNetwork
+from k8s_sim.pods import PodNetwork
 from tests.reliability.conftest import Launch
-from tests.reliability.support import SERVICE, Pod, root_only, wait_for
+from tests.support.dns_server import DnsServer
+from tests.support.reliability import SERVICE, Pod, root_only, wait_for
 
 pytestmark = root_only
 

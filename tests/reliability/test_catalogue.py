@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.reliability.support import REPO
+from tests.support.paths import REPO
 
 DOC = REPO / "docs" / "RELIABILITY.md"
 SUITE = Path(__file__).parent

@@ -2,10 +2,11 @@
 
 Each test forms a cloud of three real H2O JVMs in network namespaces, discovered through a real
 DNS server, with a manifest's env and arguments; then locks it as users do, by uploading a
-frame with H2O's own Python client (``children/h2o_client.py``). The faults are real: SIGSTOP
-and SIGCONT of a JVM (a stop-the-world pause: its kernel still completes TCP handshakes, its
-HTTP is silent), SIGKILL of a JVM (its port refuses connections), and a new JVM at a dead
-member's address. Restarting containers is simulated by starting the entrypoint again.
+frame with H2O's own Python client (``tests/support/h2o_client.py``). The faults are
+real: SIGSTOP and SIGCONT of a JVM (a stop-the-world pause: its kernel still completes TCP
+handshakes, its HTTP is silent), SIGKILL of a JVM (its port refuses connections), and a new JVM
+at a dead member's address. Restarting containers is simulated by starting the entrypoint
+again.
 """
 
 from __future__ import annotations
@@ -13,24 +14,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet, get_json
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
-from tests.reliability.support import CHILDREN, PYTHONPATH
+from k8s_sim.pods import Pod, requires_root
+from tests.support.cluster import SimulatedCluster, simulated_pods
+from tests.support.h2o_client import run_client
+from tests.support.kubelet import get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 
@@ -43,45 +37,9 @@ PAUSE = 5.0
 SIGKILL_STATUS = 128 + signal.SIGKILL
 
 
-@dataclass
-class Cloud:
-    network: PodNetwork
-    dns: DnsServer
-    pods: list[Pod]
-    manifest: Deployment
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.manifest.pod_env("198.18.0.1"))
-
-    @property
-    def api_port(self) -> int:
-        return self.settings.probe.api_port
-
-    def kubelet(self) -> Kubelet:
-        path, port = self.manifest.probe("readinessProbe") or ("", 0)
-        return Kubelet(self.pods, port, path)
-
-    def start(self, pod: Pod, **overrides: str) -> None:
-        """The manifest's env and arguments, the per-pod paths moved into the pod's workdir."""
-        env = self.manifest.pod_env(pod.ip) | {
-            "PATH": os.environ["PATH"],
-            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
-            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
-            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
-            "H2O_JVM_STARTUP_CACHE": "off",
-            **overrides,
-        }
-        args = [
-            arg.replace("/tmp/", f"{pod.workdir}/") if arg.startswith("/tmp/") else arg
-            for arg in self.manifest.args()
-        ] or ["-ice_root", str(pod.ice_root)]
-        argv = [sys.executable, "-m", "h2o_k8s_discovery", "run", "--", *args]
-        self.processes[pod.name] = pod.spawn(argv, env=env, log_path=pod.workdir / "entrypoint.log")
-
+class Cloud(SimulatedCluster):
     def start_all(self, **overrides: str) -> None:
-        self.dns.set_records(self.settings.lookup.service_dns, a=[pod.ip for pod in self.pods])
+        self.dns.set_records(self.service, a=[pod.ip for pod in self.pods])
         for pod in self.pods:
             self.start(pod, **overrides)
 
@@ -104,71 +62,22 @@ class Cloud:
         return get_json(pod, 54321, "/3/Cloud?skip_ticks=true")
 
     def java_pid(self, pod: Pod) -> int:
-        pids = []
-        for pid in pod.pids():
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "java":
-                    pids.append(pid)
-            except FileNotFoundError:
-                continue
+        pids = self.java_pids(pod)
         assert len(pids) == 1, f"{pod.name} runs java as {pids}"
         return pids[0]
 
     def client(self, action: str, pod: Pod, frame: str) -> dict[str, Any]:
         """Run H2O's Python client against ``pod``'s H2O; what it reports about ``frame``."""
-        argv = [sys.executable, str(CHILDREN / "h2o_client.py"), action]
-        argv += [f"http://{pod.ip}:54321", frame]
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env={"PATH": os.environ["PATH"], "PYTHONPATH": PYTHONPATH, "HOME": str(pod.workdir)},
-            check=False,
-        )
-        assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
-
-    def exits(self, since: float, seconds: float) -> dict[str, tuple[int, float]]:
-        """Each entrypoint's exit status and when (seconds after ``since``) it was seen."""
-        seen: dict[str, tuple[int, float]] = {}
-        deadline = time.monotonic() + seconds
-        while len(seen) < len(self.processes) and time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if name not in seen and (status := process.poll()) is not None:
-                    seen[name] = (status, time.monotonic() - since)
-            time.sleep(0.02)
-        return seen
+        return run_client(action, f"http://{pod.ip}:54321", frame, home=pod.workdir)
 
     def running(self) -> list[str]:
         return [name for name, process in self.processes.items() if process.poll() is None]
 
-    def logs(self) -> str:
-        parts = []
-        for pod in self.pods:
-            path = pod.workdir / "entrypoint.log"
-            text = path.read_text(errors="replace") if path.exists() else ""
-            lines = [line for line in text.splitlines() if "h2o_k8s_discovery" in line]
-            parts.append(f"--- {pod.name}\n" + "\n".join(lines[-25:]))
-        return "\n".join(parts)
-
-    def stop_all(self) -> dict[str, int | None]:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        grace = self.settings.launch.shutdown_grace + 5
-        seen = self.exits(time.monotonic(), grace)
-        return {name: seen.get(name, (None, 0.0))[0] for name in self.processes}
-
 
 @pytest.fixture
 def cloud(request: pytest.FixtureRequest) -> Iterator[Cloud]:
-    manifest = deployment(getattr(request, "param", OURS))
-    with PodNetwork() as network:
-        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
-        with ThreadedDnsServer(network.gateway, 53) as dns:
-            yield Cloud(network, dns, pods, manifest)
+    with simulated_pods(getattr(request, "param", OURS)) as (network, dns, pods, manifest):
+        yield Cloud(network, dns, pods, manifest, extra_env={"H2O_JVM_STARTUP_CACHE": "off"})
 
 
 def locked_cloud(cloud: Cloud, **overrides: str) -> Pod:

@@ -1,10 +1,10 @@
 """A bug in ``run`` while the JVM runs: the JVM's process group dies, one traceback, exit 1.
 
 Nothing real raises an unexpected exception in ``run`` (each one found became a fix), so the
-fault is planted: ``children/faults/sitecustomize.py`` on the pod's PYTHONPATH makes one
-function of the package raise, in the main path or in the background watcher. Everything else
-is the real command, with an early-started stand-in JVM that has a grandchild in its process
-group, as a JVM's own helper processes would be.
+fault is planted: ``tests/support/children/faults/sitecustomize.py`` on the pod's PYTHONPATH
+makes one function of the package raise, in the main path or in the background watcher.
+Everything else is the real command, with an early-started stand-in JVM that has a grandchild
+in its process group, as a JVM's own helper processes would be.
 """
 
 from __future__ import annotations
@@ -15,14 +15,8 @@ import pytest
 
 from h2o_k8s_discovery import exit_codes
 from tests.reliability.conftest import Launch
-from tests.reliability.support import (
-    CHILDREN,
-    PYTHONPATH,
-    requires_root,
-    requires_unshare,
-    start_sidecar,
-    wait_for,
-)
+from tests.support.paths import CHILDREN, PYTHONPATH
+from tests.support.reliability import requires_root, requires_unshare, start_sidecar, wait_for
 
 FAULTS = CHILDREN / "faults"
 AS_PID_1 = pytest.param(True, id="pid-1", marks=[pytest.mark.root, requires_root, requires_unshare])

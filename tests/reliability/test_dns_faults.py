@@ -23,12 +23,13 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.constraints import StopReason
-from h2o_k8s_discovery.discovery import PollEvent, discover_peers
-from h2o_k8s_discovery.dns_server import DnsServer, Fault, ThreadedDnsServer
-from h2o_k8s_discovery.flatfile import render_flatfile
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings, Nameserver
-from tests.reliability.support import PYTHONPATH, SERVICE, free_port
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings, Nameserver
+from h2o_k8s_discovery.discovery.constraints import StopReason
+from h2o_k8s_discovery.discovery.lookup import PollEvent, discover_peers
+from h2o_k8s_discovery.flatfile.format import render_flatfile
+from tests.support.dns_server import DnsServer, Fault, ThreadedDnsServer
+from tests.support.paths import PYTHONPATH
+from tests.support.reliability import SERVICE, free_port
 
 LOGGER = "h2o_k8s_discovery"
 

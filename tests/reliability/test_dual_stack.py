@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.constraints import StopReason
-from h2o_k8s_discovery.discovery import discover_peers
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.ip_family import with_ip_family
-from h2o_k8s_discovery.settings import IpFamily, LookupSettings, Nameserver, RecordType
-from tests.reliability.support import PYTHONPATH, SERVICE
+from h2o_k8s_discovery.config.settings import IpFamily, LookupSettings, Nameserver, RecordType
+from h2o_k8s_discovery.discovery.constraints import StopReason
+from h2o_k8s_discovery.discovery.ip_family import with_ip_family
+from h2o_k8s_discovery.discovery.lookup import discover_peers
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
+from tests.support.paths import PYTHONPATH
+from tests.support.reliability import SERVICE
 
 PODS4 = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
 PODS6 = ["2001:2:0:1::11", "2001:2:0:1::12", "2001:2:0:1::13"]

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from h2o_k8s_discovery import exit_codes
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.discovery.own_address import early_start_address, known_address
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.pod_ip import early_start_address, known_address
-from h2o_k8s_discovery.settings import Settings
 from tests.reliability.conftest import Launch
-from tests.reliability.support import SERVICE, root_only, wait_for
+from tests.support.reliability import SERVICE, root_only, wait_for
 
 EARLY = {"H2O_JVM_EARLY_START": "true"}
 #: More pods expected than published: the lookup goes on until stopped or timed out.

@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from h2o_k8s_discovery.dns_server import ThreadedDnsServer
 from tests.reliability.conftest import Launch
-from tests.reliability.support import (
-    CHILDREN,
+from tests.support.dns_server import ThreadedDnsServer
+from tests.support.paths import CHILDREN, PYTHONPATH
+from tests.support.reliability import (
     LEADER_PATH,
-    PYTHONPATH,
     SERVICE,
     PodFactory,
     proc_status_kib,

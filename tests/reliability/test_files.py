@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from h2o_k8s_discovery.dns_server import DnsServer
 from tests.reliability.conftest import Launch
-from tests.reliability.support import (
-    CHILDREN,
-    PYTHONPATH,
+from tests.support.dns_server import DnsServer
+from tests.support.paths import CHILDREN, PYTHONPATH
+from tests.support.reliability import (
     SERVICE,
     UNSHARE,
     free_port,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.h2o_args import REFUSED
+from h2o_k8s_discovery.config.h2o_args import REFUSED
 from tests.reliability.conftest import Launch
-from tests.reliability.support import listening_on, wait_for
+from tests.support.reliability import listening_on, wait_for
 
 #: A value for each refused option that takes one (the others are flags).
 VALUES = {

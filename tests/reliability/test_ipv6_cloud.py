@@ -1,6 +1,6 @@
 """Real H2O clouds over IPv6: three JVMs on simulated pods with addresses in 2001:2::/48.
 
-Each pod is a network namespace (``tests/pods.py``) on an IPv6-only bridge, or on a dual-stack
+Each pod is a network namespace (``k8s_sim/pods.py``) on an IPv6-only bridge, or on a dual-stack
 one whose pods run on their IPv6 address. The package's DNS server on the bridge's gateway
 (the pods' nameserver) publishes the headless Service's AAAA records, and its A records too on
 dual stack. The entrypoints get docker/kubernetes/h2o-cluster.yaml's environment with
@@ -16,23 +16,17 @@ import ipaddress
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 
 from h2o_k8s_discovery import exit_codes
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.settings import Settings
-from tests.kubelet import Kubelet, Sample
-from tests.manifests import Deployment, deployment
-from tests.pods import Pod, PodNetwork, requires_root
+from k8s_sim.pods import Pod, requires_root
+from tests.support.cluster import SimulatedCluster, simulated_pods
+from tests.support.kubelet import Kubelet, Sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, requires_root, pytest.mark.timeout(420)]
 
@@ -43,18 +37,11 @@ FORMATION_DEADLINE = 150.0
 
 
 @dataclass
-class Cloud:
-    network: PodNetwork
-    dns: DnsServer
-    pods: list[Pod]
-    manifest: Deployment
+class Cloud(SimulatedCluster):
     #: The family the pods run on (their POD_IP): IPv6, or IPv4 on a dual-stack network.
     version: int = 6
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.manifest.pod_env("2001:2::1"))
+    SETTINGS_POD_IP: ClassVar[str] = "2001:2::1"
 
     def ip(self, pod: Pod) -> str:
         """The address the pod runs on: its POD_IP."""
@@ -62,33 +49,17 @@ class Cloud:
         assert address is not None
         return str(address)
 
+    def pod_ip(self, pod: Pod) -> str:
+        return self.ip(pod)
+
     def peer(self, pod: Pod) -> str:
         """The pod as the flatfile and /status name it."""
         return f"[{self.ip(pod)}]:54321" if self.version == 6 else f"{self.ip(pod)}:54321"
 
     def publish(self) -> None:
-        service = self.settings.lookup.service_dns
         a = [str(pod.address) for pod in self.pods if pod.address is not None]
         aaaa = [str(pod.address6) for pod in self.pods if pod.address6 is not None]
-        self.dns.set_records(service, a=a, aaaa=aaaa)
-
-    def start(self, pod: Pod) -> subprocess.Popen[bytes]:
-        env = self.manifest.pod_env(self.ip(pod)) | {
-            "PATH": os.environ["PATH"],
-            "H2O_JAR": str(ensure_h2o_jar(progress=False)),
-            "H2O_FLATFILE": str(pod.workdir / "flatfile"),
-            "H2O_JVM_STARTUP_CACHE": "off",
-            "JAVA_OPTS": f"-Xmx512m -Djava.io.tmpdir={pod.tmpdir}",
-        }
-        argv = [sys.executable, "-m", "h2o_k8s_discovery", "run", "--"]
-        argv += ["-ice_root", str(pod.ice_root)]
-        process = pod.spawn(argv, env=env, log_path=pod.workdir / "entrypoint.log")
-        self.processes[pod.name] = process
-        return process
-
-    def kubelet(self) -> Kubelet:
-        path, port = self.manifest.probe("readinessProbe") or ("", 0)
-        return Kubelet(self.pods, port, path)
+        self.dns.set_records(self.service, a=a, aaaa=aaaa)
 
     def get_json(self, pod: Pod, port: int, path: str) -> dict[str, Any]:
         """GET over the address the pod runs on, whatever its primary address is."""
@@ -103,30 +74,8 @@ class Cloud:
         data: dict[str, Any] = json.loads(body)
         return data
 
-    def log(self, pod: Pod) -> str:
-        path = pod.workdir / "entrypoint.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
+    def logs(self, lines: int = 30) -> str:
         return "\n".join(f"--- {pod.name}\n{self.log(pod)[-3000:]}" for pod in self.pods)
-
-    def java_pids(self, pod: Pod) -> list[int]:
-        pids = []
-        for pid in pod.pids():
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except FileNotFoundError:
-                continue
-            if comm == "java":
-                pids.append(pid)
-        return pids
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            process.wait(timeout=self.settings.launch.shutdown_grace + 5)
 
 
 #: (network family, the family the pods run on, the manifest whose env they get).
@@ -139,12 +88,16 @@ DUAL_ON_IPV4 = pytest.param(("dual", 4, OURS), id="dual-stack-on-ipv4")
 @pytest.fixture
 def cloud(request: pytest.FixtureRequest) -> Iterator[Cloud]:
     family, version, manifest_file = request.param
-    manifest = deployment(manifest_file)
-    with PodNetwork(family=family) as network:
-        pods = [network.add_pod(f"h2o-{i}") for i in range(manifest.replicas)]
-        # The pods' resolv.conf names the primary gateway: IPv6 on IPv6-only, IPv4 on dual.
-        with ThreadedDnsServer(network.gateway, 53) as dns:
-            yield Cloud(network, dns, pods, manifest, version)
+    with simulated_pods(manifest_file, family) as (network, dns, pods, manifest):
+        yield Cloud(
+            network,
+            dns,
+            pods,
+            manifest,
+            extra_env={"H2O_JVM_STARTUP_CACHE": "off"},
+            manifest_args=False,
+            version=version,
+        )
 
 
 def h2o_form(ip: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from h2o_k8s_discovery import exit_codes
 from tests.reliability.conftest import Launch
-from tests.reliability.support import (
+from tests.support.reliability import (
     NOBODY,
     SETPRIV,
     children_of,

@@ -16,15 +16,9 @@ import sys
 from pathlib import Path
 
 from tests.reliability.conftest import Launch
-from tests.reliability.support import (
-    LEADER_PATH,
-    PYTHONPATH,
-    SERVICE,
-    Pod,
-    http_get,
-    wait_for,
-)
-from tests.tls_material import make_keystore, new_password, secret_file
+from tests.support.paths import PYTHONPATH
+from tests.support.reliability import LEADER_PATH, SERVICE, Pod, http_get, wait_for
+from tests.support.tls_material import make_keystore, new_password, secret_file
 
 JKS_SECRET = "jks-s3cr3t-Pa55"  # noqa: S105 - a made-up password the test hunts for
 OPTS_SECRET = "opts-s3cr3t-Pa55"  # noqa: S105 - a made-up password the test hunts for

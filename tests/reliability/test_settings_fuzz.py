@@ -3,10 +3,11 @@
 Two layers. In-process, ``Settings.from_env`` gets hundreds of values per variable and must
 either accept a value, and then hold it within what the README documents, or raise a
 ``ConfigError`` naming the variable and the value; never anything else. Through the real
-command, ``run`` (forked from a zygote that imported it once, see children/cli_zygote.py, and
-``python -m`` for the all-at-once test): an invalid value exits 2 naming the variable, with no
-traceback, no port bound (the test holds the API port, so binding it would give 75), no JVM and
-no file; a valid value reaches a defined exit status, never a traceback.
+command, ``run`` (forked from a zygote that imported it once, see
+tests/support/children/cli_zygote.py, and ``python -m`` for the all-at-once test): an invalid
+value exits 2 naming the variable, with no traceback, no port bound (the test holds the API
+port, so binding it would give 75), no JVM and no file; a valid value reaches a defined exit
+status, never a traceback.
 
 The variables are read from the README's settings table and from settings.py itself, so a new
 variable is fuzzed (with a generic strategy) the day it appears.
@@ -33,21 +34,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
+from h2o_k8s_discovery.config.settings import IpFamily, RecordType, Settings
 from h2o_k8s_discovery.errors import ConfigError
-from h2o_k8s_discovery.settings import IpFamily, RecordType, Settings
-from tests.reliability.support import (
-    CHILDREN,
-    DEFINED_STATUSES,
-    PYTHONPATH,
-    REPO,
-    SERVICE,
-    free_port,
-    write_java,
-)
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
+from tests.support.paths import CHILDREN, PYTHONPATH, REPO
+from tests.support.reliability import DEFINED_STATUSES, SERVICE, free_port, write_java
 
 README = REPO / "README.md"
-SETTINGS_PY = REPO / "h2o_k8s_discovery" / "settings.py"
+SETTINGS_PY = REPO / "h2o_k8s_discovery" / "config" / "settings.py"
 
 
 def readme_variables() -> set[str]:
@@ -562,7 +556,7 @@ def test_pod_ip_with_a_zone_index_is_refused(raw: str) -> None:
 
 @dataclass
 class Zygote:
-    """The forking runner of children/cli_zygote.py."""
+    """The forking runner of tests/support/children/cli_zygote.py."""
 
     process: subprocess.Popen[str]
 

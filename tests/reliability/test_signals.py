@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from h2o_k8s_discovery.discovery import PollEvent
-from h2o_k8s_discovery.dns_server import DnsServer, ThreadedDnsServer
-from h2o_k8s_discovery.jar import ensure_h2o_jar
-from h2o_k8s_discovery.runner import Entrypoint
-from h2o_k8s_discovery.settings import Settings
+from h2o_k8s_discovery.commands.run import Entrypoint
+from h2o_k8s_discovery.config.settings import Settings
+from h2o_k8s_discovery.discovery.lookup import PollEvent
+from h2o_k8s_discovery.jvm.jar import ensure_h2o_jar
 from tests.reliability.conftest import Launch
-from tests.reliability.support import (
-    PYTHONPATH,
+from tests.support.dns_server import DnsServer, ThreadedDnsServer
+from tests.support.paths import PYTHONPATH
+from tests.support.reliability import (
     SERVICE,
     Pod,
     free_port,
