@@ -150,7 +150,7 @@ def rest_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in caplog.records
-        if record.levelno == logging.ERROR and record.name.endswith("cloud_watch")
+        if record.levelno == logging.ERROR and record.name.endswith("cloud.client")
     ]
 
 
