@@ -57,7 +57,6 @@ def write_class_archive(
         [*jvm_options, "-Xshare:on", f"-XX:SharedArchiveFile={archive}"],
     )
     compare_routes(expected, archived)
-    class_list.unlink()
     return archive, len(expected)
 
 

@@ -73,7 +73,8 @@ def prepare_startup_cache(
         except OSError as err:
             raise StartupCacheError(f"cannot write the cache in {work}: {err}") from err
         _replace_dir(work, directory)
-    return open_startup_cache(directory, jar)
+    # What the manifest just recorded: reading it back would hash the jar a second time.
+    return StartupCache(directory, archive.jar)
 
 
 def _class_archive(
@@ -84,8 +85,8 @@ def _class_archive(
     scratch = cache.directory / "scratch"
     try:
         archived_jar = ArchivedJar.of(jar)
-        _archive, routes = write_class_archive(jar, scratch, java=java, jvm_options=libraries)
-        (scratch / _archive.name).rename(cache.class_archive)
+        archive, routes = write_class_archive(jar, scratch, java=java, jvm_options=libraries)
+        archive.rename(cache.class_archive)
     except (StartupCacheError, OSError) as err:
         progress(f"no class archive: {err}")
         return ArchiveRecord(None, missing_because=str(err).splitlines()[0])
